@@ -1,0 +1,1 @@
+"""Dendro job model, hash, client, self-hosted service and compute resource."""

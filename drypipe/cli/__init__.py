@@ -1,0 +1,53 @@
+"""The `drypipe` command line (click).  Each module adds one family of subcommands."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from drypipe.errors import UserError
+
+
+class DryPipeGroup(click.Group):
+    """Turns UserError into one clear line and exit code 1 (traceback with -vv)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            if ctx.obj and ctx.obj.get("verbosity", 0) >= 2:
+                import traceback
+
+                traceback.print_exc()
+            click.echo(f"drypipe: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=DryPipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--v", "verbose", is_flag=True, help="Verbose: log each task state change.")
+@click.option("-vv", "--vv", "very_verbose", is_flag=True, help="Very verbose: debug logging and tracebacks.")
+@click.option("--dry-run", is_flag=True, help="Print what would run without running it (same as run --dry-run).")
+@click.version_option(package_name="drypipe")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, very_verbose: bool, dry_run: bool) -> None:
+    """drypipe: a file-system-native DAG orchestrator for scientific pipelines.
+
+    All state lives under the pipeline instance directory (-pid): task scripts, state
+    markers and logs in .drypipe/<task>/, outputs in output/<task>/.
+    """
+    verbosity = 2 if very_verbose else 1 if verbose else 0
+    ctx.obj = {"verbosity": verbosity, "dry_run": dry_run}
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main() -> None:
+    cli(prog_name="drypipe")
+
+
+from drypipe.cli import run_commands, task_commands  # noqa: E402,F401  (registers subcommands)

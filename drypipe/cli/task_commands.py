@@ -1,0 +1,201 @@
+"""Commands on individual tasks of an instance: status, task, restart, kill, dump-env,
+list-states, poll-task, call, report-execution-times."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import click
+
+from drypipe import state as st
+from drypipe.cli import cli
+from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.errors import UserError
+from drypipe.executor import ExecutorContext, TaskRun, executor_class
+from drypipe.instance import Instance
+from drypipe.proc import process_matches
+from drypipe.task_conf import TaskConf
+from drypipe.task_info import failure_reason, log_tail, task_timing
+
+
+def _states(instance: Instance, pattern: str = "*") -> dict[str, str | None]:
+    return {
+        k: st.read_state(str(instance.control_dir(k)))
+        for k in sorted(instance.task_keys())
+        if fnmatch.fnmatchcase(k, pattern)
+    }
+
+
+def _running_pid(instance: Instance, key: str) -> int | None:
+    try:
+        pid, start, *_ = (instance.control_dir(key) / "pid").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid) if process_matches(int(pid), start) else None
+
+
+@cli.command()
+@instance_dir_option
+@click.option("--filter", "pattern", default="*", help="Only tasks whose key matches this glob.")
+@click.option("--state", "state_filter", help="Only tasks in this state (e.g. failed, completed, running).")
+def status(instance_dir, pattern, state_filter):
+    """Show each task's state; exit code 0 only when every task has completed."""
+    from drypipe.status_table import print_status
+
+    instance = open_instance(instance_dir)
+    states = _states(instance, pattern)
+    all_done = print_status(instance, states, state_filter)
+    sys.exit(0 if all_done else 1)
+
+
+@cli.command()
+@instance_dir_option
+@task_key_option
+@click.option("--wait", is_flag=True, help="Run in the foreground and exit with the task's exit code.")
+@click.option("--tail", is_flag=True, help="Follow the task's out.log while it runs.")
+@click.option("--by-runner", is_flag=True, hidden=True)
+@click.option("--from-remote", is_flag=True, hidden=True)
+@click.option("--ssh-remote-dest", hidden=True)
+def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_dest):
+    """Run one task by hand (as its ./task script would), even with no orchestrator running."""
+    instance = open_instance(instance_dir)
+    _run_task_script(instance, task_key, [], wait, tail)
+
+
+@cli.command()
+@instance_dir_option
+@task_key_option
+@click.option("--at-step", type=click.IntRange(min=0), help="Restart at this step (zero based).")
+@click.option("--reset", is_flag=True, help="Restart from the first step.")
+@click.option("--wait", is_flag=True, help="Wait for the task to complete before exiting.")
+@click.option("--from-remote", is_flag=True, hidden=True)
+def restart(instance_dir, task_key, at_step, reset, wait, from_remote):
+    """Restart a task at its last unsuccessful step (a completed task restarts from step 0)."""
+    instance = open_instance(instance_dir)
+    state = st.read_state(str(instance.existing_control_dir(task_key)))
+    if at_step is None:
+        at_step = 0 if reset or state == st.COMPLETED else st.step_of(state)
+    _run_task_script(instance, task_key, ["--at-step", str(at_step)], wait, False)
+
+
+def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, tail: bool) -> None:
+    control = instance.existing_control_dir(key)
+    pid = _running_pid(instance, key)
+    if pid is not None:
+        raise UserError(f"task {key} is already running (pid {pid}); `drypipe kill -k {key}` stops it")
+    command = [str(control / "task"), *args]
+    if wait:
+        sys.exit(subprocess.call(command))
+    with open(control / "drypipe.log", "ab") as log:
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    click.echo(f"task {key} started (pid {child.pid}); log: {control / 'out.log'}")
+    if tail:
+        (control / "out.log").touch()
+        sys.exit(subprocess.call(["tail", "-n", "+1", "-F", f"--pid={child.pid}", str(control / "out.log")]))
+
+
+@cli.command()
+@instance_dir_option
+@click.option("--task-key", "-k", "pattern", default="*", help="Task key or glob (default: every running task).")
+def kill(instance_dir, pattern):
+    """Stop running tasks (SIGTERM locally, scancel under Slurm): they end in state killed.N."""
+    instance = open_instance(instance_dir)
+    running = [k for k, s in _states(instance, pattern).items() if st.is_in_flight(s)]
+    if not running:
+        click.echo("no running task matches")
+        return
+    by_executor: dict[str, list[TaskRun]] = {}
+    for key in running:
+        conf = TaskConf.from_dict(json.loads((instance.control_dir(key) / "task-conf.json").read_text())["task_conf"])
+        by_executor.setdefault(conf.executer_type, []).append(TaskRun(key, instance.root, conf))
+    context = ExecutorContext(instance.root)
+    for name, runs in by_executor.items():
+        executor_class(name)(context).kill(runs)
+    for key in running:
+        click.echo(f"{key}: {st.read_state(str(instance.control_dir(key)))}")
+
+
+@cli.command("dump-env")
+@instance_dir_option
+@task_key_option
+def dump_env(instance_dir, task_key):
+    """Print the environment variables a task's steps see."""
+    instance = open_instance(instance_dir)
+    control = instance.existing_control_dir(task_key)
+    script = (
+        'source "$__pipeline_instance_dir/.drypipe/.lib/task-lib.sh"; '
+        'source "$__control_dir/task-env.sh" && env -0'
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "__control_dir": str(control),
+           "__pipeline_instance_dir": str(instance.root), "__task_key": task_key}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True)
+    if result.returncode != 0:
+        raise UserError(f"task {task_key}: cannot load task-env.sh: {result.stderr.decode().strip()}")
+    for item in sorted(result.stdout.decode("utf-8", "replace").split("\0")):
+        name = item.partition("=")[0]
+        if item and name not in ("PATH", "PWD", "SHLVL", "_", "OLDPWD"):
+            click.echo(item)
+
+
+@cli.command("list-states")
+@instance_dir_option
+@click.option("--task-key", "-k", "pattern", default="*", help="Task key or glob.")
+@click.option("--gen-rsync-list", is_flag=True, hidden=True)
+def list_states(instance_dir, pattern, gen_rsync_list):
+    """Print `<task key> <state>` for every task (one line each, for scripts)."""
+    instance = open_instance(instance_dir)
+    for key, state in _states(instance, pattern).items():
+        click.echo(f"{key}\t{state or 'none'}")
+
+
+@cli.command("poll-task")
+@instance_dir_option
+@task_key_option
+def poll_task(instance_dir, task_key):
+    """Print the state of one task."""
+    instance = open_instance(instance_dir)
+    click.echo(st.read_state(str(instance.existing_control_dir(task_key))) or "none")
+
+
+@cli.command()
+@instance_dir_option
+@task_key_option
+@click.argument("module_function")
+def call(instance_dir, task_key, module_function):
+    """Run a python call MODULE:FUNCTION in a task's environment (as the task script does)."""
+    instance = open_instance(instance_dir)
+    control = instance.existing_control_dir(task_key)
+    script = (
+        'source "$__pipeline_instance_dir/.drypipe/.lib/task-lib.sh"; __load_env && '
+        'cd "$__task_output_dir" && exec "$__python_bin" -m drypipe call "$1"'
+    )
+    env = dict(os.environ, __control_dir=str(control), __pipeline_instance_dir=str(instance.root),
+               __task_key=task_key)
+    (instance.output_dir(task_key)).mkdir(parents=True, exist_ok=True)
+    sys.exit(subprocess.call(["bash", "-c", script, "_", module_function], env=env))
+
+
+@cli.command("report-execution-times")
+@instance_dir_option
+@click.option("--task-key", "-k", "task_key", help="One task only.")
+@click.option("--filter", "pattern", default="*", show_default=True, help="Glob over task keys.")
+def report_execution_times(instance_dir, task_key, pattern):
+    """Execution time of each task, and min/median/max/total over the matching tasks."""
+    instance = open_instance(instance_dir)
+    keys = [task_key] if task_key else list(_states(instance, pattern))
+    durations = []
+    for key in keys:
+        timing = task_timing(instance, key)
+        seconds = timing.seconds
+        click.echo(f"{key}\t{'-' if seconds is None else f'{seconds:.3f}s'}")
+        if seconds is not None:
+            durations.append(seconds)
+    if durations:
+        click.echo(
+            f"{len(durations)} tasks: min {min(durations):.3f}s, median {statistics.median(durations):.3f}s, "
+            f"max {max(durations):.3f}s, total {sum(durations):.3f}s"
+        )

@@ -1,0 +1,320 @@
+"""The DSL object handed to a pipeline generator, `DryPipe`, and `Pipeline`."""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import os
+import sys
+from typing import Any, Callable, Iterable, Iterator
+
+from drypipe.errors import UserError
+from drypipe.keys import check_task_key
+from drypipe.task import Task, TaskBuilder
+from drypipe.task_conf import TaskConf
+from drypipe.values import File, FileSet, InstanceFile, Matcher, Val, Var
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_source_location() -> str:
+    """file:line of the innermost caller outside drypipe: where the user's code is."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+class Pipeline:
+    """A generator and its pipeline-level settings (`DryPipe.create_pipeline`)."""
+
+    def __init__(
+        self,
+        generator: Callable[["DSL"], Iterable[Any]],
+        pipeline_code_dir: str | None = None,
+        containers_dir: str | None = None,
+        task_conf: TaskConf | None = None,
+    ):
+        if not callable(generator):
+            raise UserError(f"create_pipeline: the generator must be a function, got {generator!r}")
+        if task_conf is not None and not isinstance(task_conf, TaskConf):
+            raise UserError("create_pipeline: task_conf must be a TaskConf")
+        self.generator = generator
+        if pipeline_code_dir is None:
+            source = inspect.getsourcefile(generator) or os.getcwd()
+            pipeline_code_dir = os.path.dirname(os.path.abspath(source))
+        self.pipeline_code_dir = os.path.abspath(pipeline_code_dir)
+        self.containers_dir = os.path.abspath(containers_dir) if containers_dir else None
+        self.task_conf = task_conf or TaskConf()
+
+
+class SubPipeline:
+    """`dsl.sub_pipeline(gen, prefix)`: a generator whose task keys get a prefix; yield it."""
+
+    def __init__(self, parent: "DSL", generator: Callable, prefix: str):
+        self.dsl = parent.child(prefix)
+        self.generator = generator
+        self.prefix = prefix
+
+    def wait_for_tasks(self, *tasks: Any) -> list:
+        return self.dsl.wait_for_tasks(*tasks)
+
+    def wait_for_matching_tasks(self, *globs: str) -> list:
+        return self.dsl.wait_for_matching_tasks(*globs)
+
+
+class Evaluation:
+    """What one run of the generator produced: tasks in yield order, and unsatisfied waits."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        self.waits: list[str] = []
+        # Keys the generator waited on: a completion among them may grow the DAG.
+        self.waited_keys: set[str] = set()
+        self.waited_globs: set[str] = set()
+
+
+class DSL:
+    """The `dsl` argument of a generator."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        instance_dir: str,
+        is_completed: Callable[[str], bool],
+        evaluation: Evaluation | None = None,
+        prefix: str = "",
+    ):
+        self.pipeline = pipeline
+        self.instance_dir = os.path.abspath(instance_dir)
+        self._is_completed = is_completed
+        self.evaluation = evaluation or Evaluation()
+        self.prefix = prefix
+
+    def child(self, prefix: str) -> "DSL":
+        return DSL(self.pipeline, self.instance_dir, self._is_completed, self.evaluation, self.prefix + prefix)
+
+    @property
+    def pipeline_code_dir(self) -> str:
+        return self.pipeline.pipeline_code_dir
+
+    @property
+    def default_task_conf(self) -> TaskConf:
+        return self.pipeline.task_conf
+
+    def is_completed(self, key: str) -> bool:
+        return self._is_completed(key)
+
+    # -- declarations --------------------------------------------------------------------------
+
+    def task(self, key: str | None = None, task_conf: TaskConf | None = None) -> TaskBuilder:
+        if key is None:
+            raise UserError("dsl.task(...) needs a key")
+        full_key = check_task_key(self.prefix + key if isinstance(key, str) else key)
+        return TaskBuilder(self, full_key, task_conf, user_source_location())
+
+    def var(self, type_: type = str) -> Var:
+        return Var(type_)
+
+    def val(self, value: Any) -> Val:
+        return Val(value)
+
+    def file(self, name: str) -> File:
+        return File(name)
+
+    def fileset(self, glob: str) -> FileSet:
+        return FileSet(glob)
+
+    def file_in_pipeline_instance_dir(self, name: str) -> InstanceFile:
+        return InstanceFile(self.instance_dir, name)
+
+    def sub_pipeline(self, generator: Callable, prefix: str) -> SubPipeline:
+        return SubPipeline(self, generator, prefix)
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def has_task(self, key: str) -> bool:
+        return key in self.evaluation.tasks
+
+    def task_by_key(self, key: str) -> Task:
+        try:
+            return self.evaluation.tasks[key]
+        except KeyError:
+            raise UserError(f"task {key!r} was never yielded by the generator") from None
+
+    # -- dynamic DAGs --------------------------------------------------------------------------
+
+    def wait_for_tasks(self, *tasks: Any) -> list:
+        """One item (the task, or a tuple of tasks) once all are completed; else nothing."""
+        resolved = [self._resolve(t) for t in tasks]
+        pending = [t.key for t in resolved if not self.is_completed(t.key)]
+        self.evaluation.waited_keys.update(t.key for t in resolved)
+        if pending:
+            self.evaluation.waits.append(f"wait_for_tasks({', '.join(pending)})")
+            return []
+        return [resolved[0] if len(resolved) == 1 else tuple(resolved)]
+
+    def wait_for_matching_tasks(self, *globs: str) -> list:
+        """One matcher (or a tuple of matchers) once every task matching each glob has completed."""
+        matchers = []
+        for pattern in globs:
+            full = self.prefix + pattern
+            self.evaluation.waited_globs.add(full)
+            matched = [t for k, t in self.evaluation.tasks.items() if fnmatch.fnmatchcase(k, full)]
+            pending = [t.key for t in matched if not self.is_completed(t.key)]
+            if not matched or pending:
+                why = "no task matches yet" if not matched else f"{len(pending)} not completed"
+                self.evaluation.waits.append(f"wait_for_matching_tasks({full!r}): {why}")
+                return []
+            matchers.append(Matcher(full, matched))
+        return [matchers[0] if len(matchers) == 1 else tuple(matchers)]
+
+    def _resolve(self, task: Any) -> Task:
+        if isinstance(task, Task):
+            return task
+        if isinstance(task, TaskBuilder):
+            return task.finished()
+        if isinstance(task, str):
+            return self.task_by_key(self.prefix + task)
+        raise UserError(f"wait_for_tasks takes tasks or task keys, got {task!r}")
+
+
+class DryPipe:
+    """Entry point of the DSL, as in the original DryPipe."""
+
+    @staticmethod
+    def create_pipeline(
+        generator: Callable,
+        pipeline_code_dir: str | None = None,
+        containers_dir: str | None = None,
+        task_conf: TaskConf | None = None,
+    ) -> Pipeline:
+        return Pipeline(generator, pipeline_code_dir, containers_dir, task_conf)
+
+    @staticmethod
+    def python_call(*_args: Any, **_kwargs: Any) -> Callable[[Callable], Callable]:
+        """Mark a function as callable from a task: `@DryPipe.python_call()`."""
+
+        def mark(func: Callable) -> Callable:
+            func.__drypipe_python_call__ = True
+            return func
+
+        if len(_args) == 1 and callable(_args[0]) and not _kwargs:
+            return mark(_args[0])  # also accept the bare `@DryPipe.python_call`
+        return mark
+
+
+def evaluate(pipeline: Pipeline, instance_dir: str, is_completed: Callable[[str], bool]) -> Evaluation:
+    """Run the generator once from the start; errors name the task and the user's source line."""
+    dsl = DSL(pipeline, instance_dir, is_completed)
+    _drain(dsl, pipeline.generator)
+    for task in dsl.evaluation.tasks.values():
+        for upstream in task.upstream_tasks:
+            if dsl.evaluation.tasks.get(upstream.key) is not upstream:
+                raise UserError(
+                    f"task {task.key!r} ({task.source}) consumes outputs of task {upstream.key!r}, "
+                    "which was never yielded"
+                )
+    return dsl.evaluation
+
+
+def _drain(dsl: DSL, generator: Callable) -> None:
+    from drypipe.errors import GeneratorError
+
+    try:
+        items = generator(dsl)
+    except UserError:
+        raise
+    except Exception as e:
+        raise GeneratorError(f"generator {_name(generator)} raised {_describe(e)}") from e
+    if not isinstance(items, Iterator):
+        if items is None:
+            return
+        items = iter(items)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        except UserError as e:
+            raise GeneratorError(f"{e} ({_where(e)})") from e
+        except Exception as e:
+            raise GeneratorError(f"generator {_name(generator)} raised {_describe(e)}") from e
+        line = _suspended_at(items)
+        if isinstance(item, SubPipeline):
+            _drain(item.dsl, item.generator)
+            continue
+        if isinstance(item, TaskBuilder):
+            item = item.finished()
+        if not isinstance(item, Task):
+            raise GeneratorError(f"generator yielded {item!r}, not a task ({line})")
+        if item.key in dsl.evaluation.tasks:
+            raise GeneratorError(f"duplicate task key {item.key!r} ({line})")
+        dsl.evaluation.tasks[item.key] = item
+
+
+def _name(generator: Callable) -> str:
+    return getattr(generator, "__qualname__", repr(generator))
+
+
+def _suspended_at(gen: Any) -> str:
+    frame = getattr(gen, "gi_frame", None)
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame else "?"
+
+
+def _where(e: BaseException) -> str:
+    """file:line of the innermost user frame of an exception's traceback."""
+    tb = e.__traceback__
+    where = "?"
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+            where = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e} ({_where(e)})"
+
+
+def load_pipeline(spec: str) -> Pipeline:
+    """`module:function` naming a pipeline, a function returning one, or a generator `gen(dsl)`."""
+    import importlib
+
+    if ":" not in spec:
+        raise UserError(f"--generator {spec!r}: expected <module>:<function>")
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise UserError(f"--generator {spec!r}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise UserError(f"--generator {spec!r}: module {module_name!r} has no attribute {attr!r}")
+    if isinstance(obj, Pipeline):
+        return obj
+    if not callable(obj):
+        raise UserError(f"--generator {spec!r} is not a pipeline or a function")
+    if inspect.isgeneratorfunction(obj) or _takes_one_argument(obj):
+        return Pipeline(obj)
+    result = obj()
+    if isinstance(result, Pipeline):
+        return result
+    raise UserError(f"--generator {spec!r}: {attr}() returned {type(result).__name__}, not a pipeline")
+
+
+def _takes_one_argument(func: Callable) -> bool:
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
+
+

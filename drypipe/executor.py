@@ -1,0 +1,119 @@
+"""The executor plugin interface (DESIGN.md section 8) and the entry-point registry.
+
+The scheduler loop decides what runs; executors only run it.  Every method takes a
+batch of tasks so that a plugin can make one call to its backend per cycle (one
+`squeue`, one remote command per host, one HTTP request).
+"""
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from drypipe.errors import UserError
+
+if TYPE_CHECKING:
+    from drypipe.task_conf import TaskConf
+
+ENTRY_POINT_GROUP = "drypipe.executors"
+
+
+@dataclass
+class TaskRun:
+    """What an executor needs to know about one task of the instance."""
+
+    key: str
+    instance_dir: Path
+    task_conf: "TaskConf"
+    start_step: int = 0
+    # Executor-specific handle (pid, Slurm job id, remote id ...), persisted by the executor
+    # beside the state marker so that a restarted orchestrator can adopt the task.
+    handle: str | None = None
+
+    @property
+    def control_dir(self) -> Path:
+        return self.instance_dir / ".drypipe" / self.key
+
+    @property
+    def output_dir(self) -> Path:
+        return self.instance_dir / "output" / self.key
+
+    @property
+    def script(self) -> Path:
+        return self.control_dir / "task"
+
+
+@dataclass
+class Liveness:
+    """An executor's view of one in-flight task, returned by `poll`.
+
+    `alive` False means the process or job no longer exists.  If the task's marker is not
+    terminal by then, the loop records `outcome` (`lost`, `failed`, `killed`, `timed-out`;
+    the step number is added to the last three), with `reason` in drypipe.log.  It waits
+    its grace period first (NFS attribute caches may hide a marker the task did write),
+    unless `certain` (e.g. the loop's own child process exited).  The outcome `ready` means
+    the task provably never started: it is launched again.
+    """
+
+    alive: bool
+    outcome: str = "lost"
+    reason: str | None = None
+    certain: bool = False
+
+
+@dataclass
+class ExecutorContext:
+    """Run-wide settings and the loop's wake-up event, shared with every executor."""
+
+    instance_dir: Path
+    max_local_jobs: int = 1
+    wakeup: threading.Event = field(default_factory=threading.Event)
+    options: dict = field(default_factory=dict)
+
+
+class Executor(ABC):
+    """One backend that runs tasks.  Subclasses are registered by entry point."""
+
+    name: str = ""
+    # True when the executor wakes the loop itself as tasks end (no need to poll on a timer).
+    event_driven: bool = False
+
+    def __init__(self, context: ExecutorContext):
+        self.context = context
+
+    def prepare(self, tasks: list[TaskRun]) -> None:
+        """Stage what the tasks need before launch (upload inputs, write launcher files)."""
+
+    def capacity(self) -> int | None:
+        """How many more tasks may be launched now; None means no limit."""
+        return None
+
+    @abstractmethod
+    def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
+        """Start a batch of ready tasks; return a handle per task key."""
+
+    @abstractmethod
+    def poll(self, tasks: list[TaskRun]) -> dict[str, Liveness]:
+        """One batched status query for all in-flight tasks of this executor."""
+
+    @abstractmethod
+    def kill(self, tasks: list[TaskRun]) -> None:
+        """Stop the given tasks."""
+
+    def collect(self, tasks: list[TaskRun]) -> None:
+        """Bring outputs of finished tasks back to the instance directory where needed."""
+
+    def close(self) -> None:
+        """Release connections and threads at the end of a run."""
+
+
+def executor_class(name: str) -> type[Executor]:
+    """The executor class registered under `name` in the `drypipe.executors` group."""
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    for ep in found:
+        return ep.load()
+    known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    raise UserError(f"unknown executer_type {name!r} (known: {', '.join(known)})")

@@ -1,0 +1,138 @@
+"""Runs one python-call step inside a task (`python -m drypipe call module:function`).
+
+Inputs and outputs arrive as environment variables (set by task-env.sh); they are passed to
+the function as keyword arguments typed by their declarations in task-conf.json.  The
+returned dict is checked against the declared output variables and recorded for the next
+steps and for downstream tasks.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import shlex
+import sys
+from typing import Any, Callable
+
+from drypipe.errors import UserError
+from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var
+
+
+def run_call(module_function: str) -> None:
+    control_dir = os.environ["__control_dir"]
+    with open(os.path.join(control_dir, "task-conf.json"), encoding="utf-8") as f:
+        conf = json.load(f)
+    func = _load_function(conf, module_function)
+    kwargs = _arguments(conf, func)
+    result = func(**kwargs)
+    _record_outputs(control_dir, conf, func.__name__, result if result is not None else {})
+
+
+def _load_function(conf: dict[str, Any], module_function: str) -> Callable:
+    module_name, _, func_name = module_function.partition(":")
+    step = next(
+        (s for s in conf["steps"] if s["kind"] == "python" and s["module"] == module_name and s["function"] == func_name),
+        {},
+    )
+    for path in (conf.get("pipeline_code_dir"), step.get("sys_path")):
+        if path and path not in sys.path:
+            sys.path.insert(0, path)
+    if module_name == "__main__" and step.get("file"):
+        spec = importlib.util.spec_from_file_location("__drypipe_main__", step["file"])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as e:
+            raise UserError(f"task {conf['key']}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise UserError(f"task {conf['key']}: module {module_name!r} has no function {func_name!r}")
+    return func
+
+
+def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
+    env = os.environ
+    available: dict[str, Any] = {}
+    for spec in conf["inputs"]:
+        name = spec["name"]
+        if name not in env:
+            continue
+        if spec["kind"] in ("value", "var"):
+            available[name] = parse_var(env[name], spec["type"])
+        elif spec["kind"] == "glob":
+            available[name] = GlobExpression(env[name])
+        else:
+            available[name] = env[name]
+    for spec in conf["outputs"]:
+        name = spec["name"]
+        if spec["kind"] == "var":
+            available[name] = parse_var(env[name], spec["type"]) if name in env else None
+        else:
+            available[name] = env.get(name)
+    for name, value in env.items():
+        if name.startswith("__"):
+            available[name] = value
+    kwargs: dict[str, Any] = {}
+    for param in inspect.signature(func).parameters.values():
+        if param.kind == param.VAR_KEYWORD:
+            kwargs.update({k: v for k, v in available.items() if k not in kwargs})
+        elif param.name in available:
+            kwargs[param.name] = available[param.name]
+        elif param.default is param.empty and param.kind != param.VAR_POSITIONAL:
+            raise UserError(
+                f"task {conf['key']}: {func.__name__}() argument {param.name!r} is not an input, "
+                "output or __ variable of the task"
+            )
+    return kwargs
+
+
+def _record_outputs(control_dir: str, conf: dict[str, Any], func_name: str, result: Any) -> None:
+    key = conf["key"]
+    if not isinstance(result, dict):
+        raise UserError(f"task {key}: {func_name}() must return a dict of output variables, got {type(result).__name__}")
+    declared = {o["name"]: o["type"] for o in conf["outputs"] if o["kind"] == "var"}
+    values = {}
+    for name, value in result.items():
+        if name not in declared:
+            raise UserError(f"task {key}: {func_name}() returned {name!r}, which is not a declared output variable")
+        values[name] = _checked(key, func_name, name, value, declared[name])
+    path = os.path.join(control_dir, "output_vars.sh")
+    # Values set by earlier steps: task-env loading exported them (and unset undeclared ones).
+    existing = {n: os.environ[n] for n in declared if n in os.environ}
+    existing.update(values)
+    tmp = os.path.join(control_dir, ".output_vars.sh.py.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for name, text in existing.items():
+            f.write(f"export {name}={shlex.quote(text)}\n")
+    os.replace(tmp, path)
+
+
+def _checked(key: str, func_name: str, name: str, value: Any, type_name: str) -> str:
+    expected = VAR_TYPES[type_name]
+    if expected is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise UserError(
+            f"task {key}: {func_name}() returned {name}={value!r}, but {name} is declared {type_name}"
+        )
+    text = format_var(value)
+    parse_var(text, type_name)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or ":" not in argv[0]:
+        print("usage: python -m drypipe call <module>:<function>", file=sys.stderr)
+        return 2
+    try:
+        run_call(argv[0])
+    except UserError as e:
+        print(f"drypipe: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,256 @@
+# drypipe task runtime, sourced by every generated `task` script of this instance.
+# It needs only bash (>= 4.4) and coreutils: a compute node without drypipe can run bash tasks.
+# The `task` script defines before sourcing this file:
+#   __control_dir, __pipeline_instance_dir, __task_key, __step_count, __run_step N,
+#   __output_var_names (array), __output_files (array, filled by task-env.sh)
+
+__usage() {
+    cat <<USAGE
+usage: task [run] [--at-step N] [--wait]   run the task (in the foreground), from step N
+       task kill                           stop the running task (SIGTERM to its steps)
+       task tail                           follow out.log and drypipe.log
+       task ps                             show the task's processes
+USAGE
+}
+
+__log() {  # one timestamped line in drypipe.log
+    printf '%(%Y-%m-%dT%H:%M:%S)T %s %s\n' -1 "${EPOCHREALTIME:-0}" "$*" >> "$__control_dir/drypipe.log"
+}
+
+__current_state() {
+    local m
+    for m in "$__control_dir"/state.*; do
+        [[ -e $m && $m != *.tmp ]] && { printf '%s' "${m##*/state.}"; return 0; }
+    done
+    return 1
+}
+
+__transition() {  # atomic rename of the single state marker
+    local old
+    old=$(__current_state) || old=""
+    if [[ -n $old ]]; then
+        [[ $old == "$1" ]] || mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"
+    else
+        : > "$__control_dir/state.$1"
+    fi
+    __log "state.$1${2:+ $2}"
+}
+
+__load_env() {
+    # shellcheck disable=SC1091
+    source "$__control_dir/task-env.sh"
+    local n
+    for n in "${__output_var_names[@]}"; do unset "$n"; done
+    if [[ -f $__control_dir/output_vars.sh ]]; then
+        # shellcheck disable=SC1091
+        source "$__control_dir/output_vars.sh"
+    fi
+}
+
+__upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output variable of an upstream task
+    local file="$__pipeline_instance_dir/.drypipe/$2/output_vars.sh" value
+    if [[ ! -f $file ]]; then
+        echo "drypipe: task $__task_key: upstream task $2 has no output variables (is it completed?)" >&2
+        return 1
+    fi
+    value=$(unset "$3"; source "$file"; printf '%sx' "${!3-}")
+    printf -v "$1" '%s' "${value%x}"
+    export "${1?}"
+}
+
+__save_output_vars() {  # record the declared output variables set by a bash step
+    local n tmp="$__control_dir/.output_vars.sh.tmp"
+    {
+        for n in "${__output_var_names[@]}"; do
+            [[ -v $n ]] && printf 'export %s=%q\n' "$n" "${!n}"
+        done
+    } > "$tmp" && mv -f -- "$tmp" "$__control_dir/output_vars.sh"
+}
+
+__json_string() {  # a JSON string literal of $1 (UTF-8 passes through)
+    local s=$1 c i
+    s=${s//\\/\\\\}; s=${s//\"/\\\"}
+    s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
+    for ((i = 1; i < 32; i++)); do
+        printf -v c "\\x$(printf %02x "$i")"
+        [[ $s == *"$c"* ]] && s=${s//"$c"/$(printf '\\u%04x' "$i")}
+    done
+    printf '"%s"' "$s"
+}
+
+__write_output_vars_json() {  # output_vars: JSON object of the task's output variables
+    local tmp="$__control_dir/.output_vars.tmp"
+    (
+        [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
+        sep="" n=""
+        printf '{'
+        for n in "${__output_var_names[@]}"; do
+            if [[ -v $n ]]; then
+                printf '%s%s: %s' "$sep" "$(__json_string "$n")" "$(__json_string "${!n}")"
+                sep=", "
+            fi
+        done
+        printf '}\n'
+    ) > "$tmp" && mv -f -- "$tmp" "$__control_dir/output_vars"
+}
+
+__bash_step() {  # __bash_step FILE: source a bash snippet or script, then record its outputs
+    trap __save_output_vars EXIT
+    # shellcheck disable=SC1090
+    source "$1"
+}
+
+__exec_step() {  # a script with its own interpreter (shebang other than bash/sh)
+    chmod +x "$1" 2>/dev/null || true
+    "$1"
+}
+
+__python_step() {  # __python_step MODULE:FUNCTION
+    "${__python_bin:-python3}" -m drypipe call "$1"
+}
+
+__before_step() {  # TaskConf.command_before_task (module load, conda activate ...)
+    if [[ -n ${__command_before_task:-} ]]; then eval "$__command_before_task"; fi
+}
+
+__container_or() {  # __container_or IMAGE STEP COMMAND...: COMMAND, inside IMAGE unless already there
+    if [[ -n $1 && -z ${__inside_container:-} ]]; then
+        __in_container "$1" "$2"
+    else
+        shift 2
+        "$@"
+    fi
+}
+
+__in_container() {  # __in_container IMAGE STEP: run one step inside an apptainer/singularity image
+    local image=$1 runtime
+    [[ $image == /* ]] || image="${__containers_dir:-.}/$image"
+    runtime=$(command -v apptainer || command -v singularity) || {
+        echo "drypipe: task $__task_key: step $2 needs container $1 but neither apptainer nor singularity is installed" >&2
+        return 127
+    }
+    __inside_container=1 APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$__pipeline_instance_dir" \
+        "$runtime" exec "$image" "$__control_dir/task" --step-only "$2"
+}
+
+__start_time() {  # the kernel start time of a pid: with the pid it identifies a process uniquely
+    local stat
+    stat=$(< "/proc/$1/stat") 2>/dev/null || { printf '0'; return; }
+    stat=${stat##*) }
+    set -- $stat
+    printf '%s' "${20}"
+}
+
+__write_pid() {
+    printf '%s %s %s\n' "$$" "$(__start_time $$)" "$(hostname 2>/dev/null || echo localhost)" \
+        > "$__control_dir/.pid.tmp" && mv -f -- "$__control_dir/.pid.tmp" "$__control_dir/pid"
+}
+
+__on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Slurm before the time limit)
+    trap '' TERM INT USR1
+    __signalled=$1
+    [[ -n ${__child:-} ]] && kill -TERM -- "-$__child" 2>/dev/null
+}
+
+__run() {
+    local start=$1 step rc state missing f
+    __load_env
+    mkdir -p "$__task_output_dir" "$__scratch_dir"
+    __write_pid
+    if [[ -z $start ]]; then
+        state=$(__current_state) || state=""
+        case $state in
+            failed.*|killed.*|timed-out.*) start=${state##*.} ;;
+            *) start=0 ;;
+        esac
+    fi
+    __signalled=""
+    trap '__on_signal killed' TERM INT
+    trap '__on_signal timed-out' USR1
+    set -m  # each step runs in its own process group, so `task kill` stops all of it
+    cd "$__task_output_dir" || exit 1
+    for ((step = start; step < __step_count; step++)); do
+        __transition "step-started.$step"
+        ( __load_env; __before_step; __run_step "$step" ) \
+            >> "$__out_log" 2>&1 &
+        __child=$!
+        while :; do
+            wait "$__child"; rc=$?
+            # a trapped signal interrupts `wait` with rc > 128 while the child still runs
+            kill -0 "$__child" 2>/dev/null || break
+        done
+        __child=""
+        if [[ -n $__signalled ]]; then
+            __transition "$__signalled.$step" "signal"
+            exit 143
+        fi
+        if (( rc != 0 )); then
+            __transition "failed.$step" "exit code $rc"
+            echo "drypipe: task $__task_key: step $step failed with exit code $rc" >> "$__out_log"
+            exit "$rc"
+        fi
+        __write_output_vars_json
+        (( step + 1 < __step_count )) && __transition "step-completed.$step"
+    done
+    missing=()
+    for f in "${__output_files[@]}"; do
+        [[ -e $f ]] || missing+=("${f#"$__task_output_dir"/}")
+    done
+    if (( ${#missing[@]} )); then
+        __transition "failed.$((__step_count - 1))" "missing output file(s): ${missing[*]}"
+        echo "drypipe: task $__task_key: missing output file(s): ${missing[*]}" >> "$__out_log"
+        exit 1
+    fi
+    __write_output_vars_json
+    __transition completed
+}
+
+__pid_of_task() {
+    local pid start rest
+    read -r pid start rest < "$__control_dir/pid" 2>/dev/null || return 1
+    [[ $(__start_time "$pid") == "$start" ]] || return 1
+    printf '%s' "$pid"
+}
+
+__kill() {
+    local pid i
+    pid=$(__pid_of_task) || { echo "task $__task_key is not running"; return 1; }
+    kill -TERM "$pid"
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || { echo "task $__task_key: $(__current_state)"; return 0; }
+        sleep 0.1
+    done
+    echo "task $__task_key did not stop within 10 s (pid $pid)" >&2
+    return 1
+}
+
+__main() {
+    local cmd=run at_step="" step_only=""
+    while (($#)); do
+        case $1 in
+            run|kill|tail|ps) cmd=$1 ;;
+            --at-step) at_step=${2:?--at-step needs a step number}; shift ;;
+            --step-only) step_only=${2:?}; shift ;;
+            --wait|--by-runner) ;;
+            -h|--help) __usage; return 0 ;;
+            *) echo "task $__task_key: unknown argument '$1'" >&2; __usage >&2; return 2 ;;
+        esac
+        shift
+    done
+    case $cmd in
+        kill) __kill ;;
+        tail) exec tail -n 40 -F "$__control_dir/out.log" "$__control_dir/drypipe.log" ;;
+        ps)
+            local pid
+            pid=$(__pid_of_task) || { echo "task $__task_key is not running"; return 1; }
+            ps -o pid,pgid,stat,etime,args -p "$pid" --ppid "$pid" -g "$(ps -o pgid= --ppid "$pid" | tr -d ' ' | paste -sd,)" 2>/dev/null
+            ;;
+        run)
+            if [[ -n $step_only ]]; then
+                __load_env; __run_step "$step_only"
+            else
+                __run "$at_step"
+            fi
+            ;;
+    esac
+}

@@ -1,0 +1,409 @@
+"""The scheduler loop (DESIGN.md section 6).
+
+Readiness is a pure function of the state markers on disk: at start the loop reads every
+marker once, then keeps an in-memory index that it updates only from what changes (events of
+the process executor, batched polls of the others).  The generator is re-run only when a
+completion can change what it yields (a task it waited on, or one matching a glob it waited on).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+from drypipe import state as st
+from drypipe.dsl import Evaluation, Pipeline, evaluate
+from drypipe.errors import UserError
+from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun, executor_class
+from drypipe.instance import Instance
+from drypipe.task import Task
+from drypipe.task_conf import TaskConf
+from drypipe.task_script import task_conf_document, write_task_files, write_task_lib
+
+log = logging.getLogger("drypipe")
+
+DEFAULT_SLEEP_SCHEDULE = (0, 1, 3, 5, 10, 15, 20)
+
+
+@dataclass
+class RunOptions:
+    until: str | None = None
+    restart_failed: bool = False
+    reset_failed: bool = False
+    max_local_jobs: int = 1
+    sleep_schedule: tuple[float, ...] = DEFAULT_SLEEP_SCHEDULE
+    lost_grace_seconds: float = 30.0
+    executor_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    states: dict[str, str | None]
+    blocked: dict[str, list[str]]  # waiting task -> failed/unfinished upstreams
+    unsatisfied_waits: list[str]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for s in self.states.values():
+            counts[_group(s)] += 1
+        return dict(counts)
+
+    @property
+    def failed(self) -> list[str]:
+        return sorted(k for k, s in self.states.items() if st.is_failure(s))
+
+    @property
+    def succeeded(self) -> bool:
+        return all(s == st.COMPLETED for s in self.states.values())
+
+
+def _group(state: str | None) -> str:
+    if state is None:
+        return "new"
+    if st.is_in_flight(state):
+        return "running"
+    if st.is_failure(state):
+        return state.split(".")[0]
+    return state
+
+
+class Scheduler:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        instance: Instance,
+        options: RunOptions,
+        on_change: Callable[[str, str | None, str | None], None] | None = None,
+    ):
+        self.pipeline = pipeline
+        self.instance = instance
+        self.options = options
+        self.on_change = on_change or (lambda key, old, new: None)
+        self.context = ExecutorContext(instance.root, options.max_local_jobs, options=options.executor_options)
+        self.states: dict[str, str | None] = {}
+        self.tasks: dict[str, Task] = {}
+        self.confs: dict[str, TaskConf] = {}
+        self.waiting_on: dict[str, set[str]] = {}
+        self.dependents: dict[str, set[str]] = defaultdict(set)
+        self.ready: dict[str, int] = {}  # key -> start step, in launch order
+        self.in_flight: dict[str, TaskRun] = {}
+        self.dead_since: dict[str, float] = {}
+        self.executors: dict[str, Executor] = {}
+        self.next_poll: dict[str, float] = {}
+        self.evaluation = Evaluation()
+        self.need_evaluation = True
+        self.restarted: set[str] = set()
+        self.sleep_index = 0
+
+    # -- public --------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        self.instance.lock()
+        try:
+            self._start()
+            while True:
+                changed = self._cycle()
+                if self._finished():
+                    break
+                self._sleep(changed)
+        finally:
+            for executor in self.executors.values():
+                executor.close()
+            self.instance.unlock()
+        return self.summary()
+
+    def prepare(self) -> RunSummary:
+        """Generate the task files and mark ready what can run, without launching anything."""
+        self.instance.lock()
+        try:
+            self._start()
+            self._evaluate()
+        finally:
+            self.instance.unlock()
+        return self.summary()
+
+    def summary(self) -> RunSummary:
+        blocked = {
+            key: sorted(ups) for key, ups in self.waiting_on.items() if ups and self.states.get(key) == st.WAITING
+        }
+        return RunSummary(dict(self.states), blocked, list(self.evaluation.waits))
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.instance.create()
+        write_task_lib(self.instance)
+        for key in self.instance.task_keys():
+            self.states[key] = st.read_state(str(self.instance.control_dir(key)))
+        for key, state in self.states.items():
+            if st.is_in_flight(state):
+                self._adopt(key, state)
+
+    def _adopt(self, key: str, state: str) -> None:
+        """A task left running by an earlier orchestrator: watch it instead of launching it again."""
+        conf = self._read_task_conf(key)
+        run = TaskRun(key, self.instance.root, conf, st.step_of(state))
+        self.in_flight[key] = run
+        self.confs[key] = conf
+        log.info("task %s: adopted (%s)", key, state)
+
+    def _read_task_conf(self, key: str) -> TaskConf:
+        path = self.instance.control_dir(key) / "task-conf.json"
+        try:
+            return TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
+        except (OSError, ValueError, KeyError, UserError) as e:
+            raise UserError(f"task {key}: unreadable {path}: {e}") from e
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    def _cycle(self) -> bool:
+        # Cleared before looking, so an exit signalled during this cycle wakes the next sleep.
+        self.context.wakeup.clear()
+        changed = False
+        if self.need_evaluation:
+            changed |= self._evaluate()
+        changed |= self._poll()
+        changed |= self._launch_ready()
+        return changed
+
+    def _evaluate(self) -> bool:
+        self.need_evaluation = False
+        evaluation = evaluate(self.pipeline, str(self.instance.root), lambda k: self.states.get(k) == st.COMPLETED)
+        self.evaluation = evaluation
+        new = [task for key, task in evaluation.tasks.items() if key not in self.tasks]
+        for task in new:
+            self._register(task)
+        return bool(new)
+
+    def _register(self, task: Task) -> None:
+        key = task.key
+        self.tasks[key] = task
+        self.confs[key] = task.task_conf
+        state = self.states.get(key)
+        if state != st.COMPLETED and not st.is_in_flight(state):
+            doc = task_conf_document(
+                task, task.task_conf.resolved_python_bin(), self.pipeline.pipeline_code_dir, self.pipeline.containers_dir
+            )
+            if state is None or self._disk_digest(key) != doc["digest"]:
+                write_task_files(self.instance, doc)
+            if state is None:
+                st.transition(str(self.instance.control_dir(key)), None, st.WAITING)
+                self._set_state(key, st.WAITING)
+                state = st.WAITING
+        if state == st.COMPLETED or st.is_in_flight(state):
+            return
+        if st.is_failure(state):
+            if not (self.options.restart_failed or self.options.reset_failed) or key in self.restarted:
+                return
+            self.restarted.add(key)
+        pending = {u for u in task.upstream_keys if self.states.get(u) != st.COMPLETED}
+        if pending:
+            self.waiting_on[key] = pending
+            for upstream in pending:
+                self.dependents[upstream].add(key)
+        else:
+            self._make_ready(key)
+
+    def _disk_digest(self, key: str) -> str | None:
+        try:
+            return json.loads((self.instance.control_dir(key) / "task-conf.json").read_text()).get("digest")
+        except (OSError, ValueError):
+            return None
+
+    def _make_ready(self, key: str) -> None:
+        state = self.states.get(key)
+        start = 0
+        if st.is_failure(state) and self.options.restart_failed and not self.options.reset_failed:
+            start = st.step_of(state)
+        if state == st.WAITING:
+            if st.transition(str(self.instance.control_dir(key)), st.WAITING, st.READY):
+                self._set_state(key, st.READY)
+            else:
+                self._refresh(key)
+                return
+        self.ready[key] = start
+
+    def _set_state(self, key: str, new: str | None) -> None:
+        old = self.states.get(key)
+        if old != new:
+            self.states[key] = new
+            self.on_change(key, old, new)
+
+    def _refresh(self, key: str) -> None:
+        """Re-read a marker that moved under us (e.g. the task was launched by hand)."""
+        new = st.read_state(str(self.instance.control_dir(key)))
+        if st.is_in_flight(new) and key not in self.in_flight:
+            self._adopt(key, new)
+        self._on_state(key, new)
+
+    # -- completions ---------------------------------------------------------------------------
+
+    def _on_state(self, key: str, new: str | None) -> None:
+        self._set_state(key, new)
+        if not st.is_terminal(new):
+            return
+        self.in_flight.pop(key, None)
+        self.dead_since.pop(key, None)
+        self.ready.pop(key, None)
+        if new != st.COMPLETED:
+            return
+        for dependent in self.dependents.pop(key, ()):
+            pending = self.waiting_on.get(dependent)
+            if pending is not None:
+                pending.discard(key)
+                if not pending:
+                    del self.waiting_on[dependent]
+                    self._make_ready(dependent)
+        if key in self.evaluation.waited_keys or any(
+            fnmatch.fnmatchcase(key, g) for g in self.evaluation.waited_globs
+        ):
+            self.need_evaluation = True
+
+    def _poll(self) -> bool:
+        changed = False
+        now = time.monotonic()
+        by_executor: dict[str, list[TaskRun]] = defaultdict(list)
+        for run in self.in_flight.values():
+            by_executor[run.task_conf.executer_type].append(run)
+        for name, runs in by_executor.items():
+            executor = self._executor(name)
+            if not executor.event_driven and now < self.next_poll.get(name, 0):
+                continue
+            # Markers first: only tasks without a terminal marker are asked about.
+            unfinished = []
+            for run in runs:
+                marker = st.read_state(str(run.control_dir))
+                if marker != self.states.get(run.key):
+                    changed = True
+                    self._on_state(run.key, marker)
+                if not st.is_terminal(marker):
+                    unfinished.append(run)
+            if not unfinished:
+                continue
+            for key, liveness in executor.poll(unfinished).items():
+                if not liveness.alive:
+                    changed |= self._on_dead(self.in_flight[key], liveness)
+        return changed
+
+    def _on_dead(self, run: TaskRun, liveness: Liveness) -> bool:
+        key = run.key
+        now = time.monotonic()
+        if not liveness.certain:
+            first = self.dead_since.setdefault(key, now)
+            if now - first < self.options.lost_grace_seconds:
+                return False
+        control = str(run.control_dir)
+        marker = st.read_state(control)
+        if st.is_terminal(marker):
+            self._on_state(key, marker)
+            return True
+        if liveness.outcome == st.READY:
+            if st.transition(control, marker, st.READY):
+                self.in_flight.pop(key)
+                self.dead_since.pop(key, None)
+                self._set_state(key, st.READY)
+                self.ready[key] = run.start_step
+            return True
+        new = st.LOST if liveness.outcome == st.LOST else f"{liveness.outcome}.{st.step_of(marker)}"
+        if st.transition(control, marker, new):
+            _append_log(run, f"state.{new} {liveness.reason or ''}".rstrip())
+            log.warning("task %s: %s (%s)", key, new, liveness.reason)
+            self._on_state(key, new)
+        else:
+            self._refresh(key)
+        return True
+
+    # -- launching -----------------------------------------------------------------------------
+
+    def _launch_ready(self) -> bool:
+        if not self.ready:
+            return False
+        batches: dict[str, list[TaskRun]] = defaultdict(list)
+        capacity: dict[str, int | None] = {}
+        for key, start in list(self.ready.items()):
+            if self.options.until and fnmatch.fnmatchcase(key, self.options.until):
+                continue
+            conf = self.confs[key]
+            name = conf.executer_type
+            if name not in capacity:
+                capacity[name] = self._executor(name).capacity()
+            room = capacity[name]
+            if room is not None and len(batches[name]) >= room:
+                continue
+            batches[name].append(TaskRun(key, self.instance.root, conf, start))
+        launched = False
+        for name, runs in batches.items():
+            if runs:
+                self._launch(self._executor(name), runs)
+                launched = True
+        return launched
+
+    def _launch(self, executor: Executor, runs: list[TaskRun]) -> None:
+        claimed = []
+        for run in runs:
+            old = self.states.get(run.key)
+            if st.transition(str(run.control_dir), old, st.LAUNCHED):
+                claimed.append(run)
+            else:
+                self.ready.pop(run.key, None)
+                self._refresh(run.key)
+        if not claimed:
+            return
+        executor.prepare(claimed)
+        try:
+            handles = executor.launch(claimed)
+        except UserError as e:
+            for run in claimed:
+                st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)
+            raise UserError(f"task {claimed[0].key}: {e}") from e
+        for run in claimed:
+            run.handle = handles.get(run.key)
+            self.ready.pop(run.key, None)
+            self.in_flight[run.key] = run
+            self._set_state(run.key, st.LAUNCHED)
+        self.next_poll.setdefault(executor.name, 0)
+
+    def _executor(self, name: str) -> Executor:
+        executor = self.executors.get(name)
+        if executor is None:
+            executor = executor_class(name)(self.context)
+            self.executors[name] = executor
+        return executor
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _finished(self) -> bool:
+        if self.in_flight or self.need_evaluation:
+            return False
+        if self.options.until:
+            return all(fnmatch.fnmatchcase(k, self.options.until) for k in self.ready)
+        return not self.ready
+
+    def _sleep(self, changed: bool) -> None:
+        schedule = self.options.sleep_schedule or (1,)
+        if changed:
+            self.sleep_index = 0
+        delay = schedule[min(self.sleep_index, len(schedule) - 1)]
+        self.sleep_index += 1
+        polled = [n for n, e in self.executors.items() if not e.event_driven and any(
+            r.task_conf.executer_type == n for r in self.in_flight.values())]
+        for name in polled:
+            self.next_poll[name] = time.monotonic() + delay
+        if self.dead_since:
+            delay = min(delay, 1.0)
+        if any(e.event_driven for e in self.executors.values()) and not polled and not self.dead_since:
+            # Exits wake the loop; the timeout only covers adopted processes.
+            delay = max(delay, 1.0) if self.in_flight else delay
+        if delay <= 0:
+            return
+        self.context.wakeup.wait(delay)
+
+
+def _append_log(run: TaskRun, message: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with open(run.control_dir / "drypipe.log", "a") as f:
+        f.write(f"{stamp} {time.time():.6f} {message} (recorded by the orchestrator)\n")

@@ -1,0 +1,80 @@
+"""Task state markers: exactly one `state.<name>` file per task control dir; every
+transition is an atomic rename of that file."""
+from __future__ import annotations
+
+import os
+import re
+
+WAITING = "waiting"
+READY = "ready"
+LAUNCHED = "launched"
+COMPLETED = "completed"
+LOST = "lost"
+
+_STEP_RE = re.compile(r"^(step-started|step-completed|failed|killed|timed-out)\.(\d+)$")
+TERMINAL_PREFIXES = ("failed.", "killed.", "timed-out.")
+
+
+def is_terminal(state: str | None) -> bool:
+    return state == COMPLETED or state == LOST or (state is not None and state.startswith(TERMINAL_PREFIXES))
+
+
+def is_failure(state: str | None) -> bool:
+    return state == LOST or (state is not None and state.startswith(TERMINAL_PREFIXES))
+
+
+def is_in_flight(state: str | None) -> bool:
+    return state == LAUNCHED or (state is not None and state.startswith(("step-started.", "step-completed.")))
+
+
+def step_of(state: str | None) -> int:
+    """The step number a state refers to (0 when it has none)."""
+    m = _STEP_RE.match(state or "")
+    return int(m.group(2)) if m else 0
+
+
+def is_valid(state: str) -> bool:
+    return state in (WAITING, READY, LAUNCHED, COMPLETED, LOST) or bool(_STEP_RE.match(state))
+
+
+def read_state(control_dir: str) -> str | None:
+    """The task's current state, or None when it has no marker (or the dir does not exist)."""
+    try:
+        names = os.listdir(control_dir)
+    except FileNotFoundError:
+        return None
+    states = [n[6:] for n in names if n.startswith("state.") and not n.endswith(".tmp")]
+    if not states:
+        return None
+    if len(states) > 1:
+        # Never expected; prefer the most advanced so a crash mid-cleanup cannot regress a task.
+        states.sort(key=_rank, reverse=True)
+    return states[0]
+
+
+def _rank(state: str) -> int:
+    if is_terminal(state):
+        return 3
+    if is_in_flight(state):
+        return 2
+    return 1 if state == READY else 0
+
+
+def transition(control_dir: str, old: str | None, new: str) -> bool:
+    """Rename state.<old> to state.<new>; create it when the task had no marker.
+
+    Returns False (and changes nothing) when the marker is no longer `old`: someone else
+    (the task script, a user) moved it first.
+    """
+    target = os.path.join(control_dir, "state." + new)
+    if old is None:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.close(fd)
+        return True
+    if old == new:
+        return os.path.exists(target)
+    try:
+        os.rename(os.path.join(control_dir, "state." + old), target)
+        return True
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,300 @@
+"""A task as the generator declares it: inputs, outputs, steps and TaskConf, and its
+serialisable specification (what task-conf.json records)."""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+import textwrap
+from typing import TYPE_CHECKING, Any, Callable
+
+from drypipe.errors import UserError
+from drypipe.keys import check_task_key
+from drypipe.task_conf import TaskConf
+from drypipe.values import (
+    File,
+    FileHandle,
+    FileSet,
+    InstanceFile,
+    MatchedGlob,
+    OutputRef,
+    TaskOutputs,
+    Val,
+    Var,
+    VAR_TYPES,
+    format_var,
+    parse_var,
+    python_call_marker,
+    type_name,
+)
+
+if TYPE_CHECKING:
+    from drypipe.dsl import DSL
+
+OUTPUT_VARS_FILE = "output_vars"
+
+
+class Task:
+    """One node of the DAG.  Immutable once the builder is finished."""
+
+    def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf, source: str):
+        self.dsl = dsl
+        self.key = key
+        self.task_conf = task_conf
+        self.source = source  # "file:line" of the dsl.task(...) call, for error messages
+        self.inputs: list[dict[str, Any]] = []
+        self.output_decls: dict[str, Var | File | FileSet] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.upstream_keys: set[str] = set()
+        self.upstream_tasks: list[Task] = []
+        self.outputs = TaskOutputs(self)
+
+    def __repr__(self) -> str:
+        return f"<task {self.key}>"
+
+    # -- what the scheduler and script writer read -------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """The JSON-serialisable definition of the task (task-conf.json without run details)."""
+        return {
+            "key": self.key,
+            "inputs": self.inputs,
+            "outputs": [_output_spec(n, d) for n, d in self.output_decls.items()],
+            "steps": self.steps,
+            "task_conf": self.task_conf.to_dict(),
+            "upstream_keys": sorted(self.upstream_keys),
+        }
+
+    # -- fetch ---------------------------------------------------------------------------------
+
+    def fetch_output(self, name: str) -> Any:
+        if not self.dsl.is_completed(self.key):
+            raise UserError(
+                f"cannot fetch output {name!r} of task {self.key!r}: it has not completed "
+                "(fetch inside `for _ in dsl.wait_for_tasks(...)`)"
+            )
+        decl = self.output_decls[name]
+        instance_dir = self.dsl.instance_dir
+        if isinstance(decl, Var):
+            values = read_output_vars(os.path.join(instance_dir, ".drypipe", self.key))
+            if name not in values:
+                raise UserError(f"task {self.key!r} completed without setting output variable {name!r}")
+            return parse_var(values[name], type_name(decl.type))
+        if isinstance(decl, File):
+            return os.path.join(instance_dir, "output", self.key, decl.name)
+        pattern = os.path.join(instance_dir, "output", self.key, decl.glob)
+        import glob
+
+        return [
+            FileHandle(instance_dir, os.path.relpath(p, instance_dir)) for p in sorted(glob.glob(pattern))
+        ]
+
+
+def read_output_vars(control_dir: str) -> dict[str, str]:
+    try:
+        with open(os.path.join(control_dir, OUTPUT_VARS_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def _output_spec(name: str, decl: Var | File | FileSet) -> dict[str, Any]:
+    if isinstance(decl, Var):
+        return {"name": name, "kind": "var", "type": type_name(decl.type)}
+    if isinstance(decl, File):
+        return {"name": name, "kind": "file", "path": decl.name}
+    return {"name": name, "kind": "fileset", "glob": decl.glob}
+
+
+class TaskBuilder:
+    """`dsl.task(key=...)`: collects inputs, outputs and calls; `()` finishes the task."""
+
+    def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf | None, source: str):
+        if task_conf is not None and not isinstance(task_conf, TaskConf):
+            raise UserError(f"task {key!r}: task_conf must be a TaskConf, got {type(task_conf).__name__}")
+        self._task = Task(dsl, key, task_conf or dsl.default_task_conf, source)
+        self._finished: Task | None = None
+
+    def _check_open(self) -> Task:
+        if self._finished is not None:
+            raise UserError(f"task {self._task.key!r} is already finished")
+        return self._task
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def inputs(self, *positional: Any, **named: Any) -> "TaskBuilder":
+        task = self._check_open()
+        for ref in positional:
+            if not isinstance(ref, OutputRef):
+                raise UserError(
+                    f"task {task.key!r}: positional inputs must be outputs of other tasks "
+                    f"(like t1.outputs.x), got {ref!r}; name it: inputs(name=...)"
+                )
+            self._add_input(ref.name, ref)
+        for name, value in named.items():
+            self._add_input(name, value)
+        return self
+
+    consumes = inputs
+
+    def _add_input(self, name: str, value: Any) -> None:
+        task = self._task
+        _check_variable_name(task.key, "input", name)
+        if any(i["name"] == name for i in task.inputs) or name in task.output_decls:
+            raise UserError(f"task {task.key!r}: {name!r} is declared twice")
+        task.inputs.append(_input_spec(task, name, value))
+
+    # -- outputs -------------------------------------------------------------------------------
+
+    def outputs(self, *positional: Any, **named: Any) -> "TaskBuilder":
+        task = self._check_open()
+        if positional:
+            raise UserError(f"task {task.key!r}: outputs must be named, like outputs(x=int)")
+        for name, decl in named.items():
+            _check_variable_name(task.key, "output", name)
+            if name in task.output_decls or any(i["name"] == name for i in task.inputs):
+                raise UserError(f"task {task.key!r}: {name!r} is declared twice")
+            if isinstance(decl, type):
+                decl = Var(decl)
+            if isinstance(decl, Var):
+                type_name(decl.type)
+            elif isinstance(decl, File):
+                _check_relative_name(task.key, name, decl.name)
+            elif isinstance(decl, FileSet):
+                _check_relative_name(task.key, name, decl.glob)
+            else:
+                raise UserError(
+                    f"task {task.key!r}: output {name!r} must be a type, dsl.var(...), dsl.file(...) "
+                    f"or dsl.fileset(...), got {decl!r}"
+                )
+            task.output_decls[name] = decl
+        return self
+
+    produces = outputs
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def calls(self, code: Any, container: str | None = None) -> "TaskBuilder":
+        task = self._check_open()
+        task.steps.append(_step_spec(task, code, container))
+        return self
+
+    def __call__(self) -> Task:
+        task = self._check_open()
+        if not task.steps:
+            raise UserError(f"task {task.key!r} has no calls(...)")
+        self._finished = task
+        return task
+
+    def finished(self) -> Task:
+        """The finished task; a builder yielded without `()` is finished here."""
+        return self._finished or self()
+
+
+def _check_variable_name(key: str, what: str, name: str) -> None:
+    if not name.isidentifier() or name.startswith("__"):
+        raise UserError(f"task {key!r}: invalid {what} name {name!r}")
+
+
+def _check_relative_name(key: str, name: str, path: str) -> None:
+    if not isinstance(path, str) or not path or os.path.isabs(path) or ".." in path.split("/"):
+        raise UserError(f"task {key!r}: output {name!r} must be a relative path inside the task's output dir, got {path!r}")
+
+
+def _input_spec(task: Task, name: str, value: Any) -> dict[str, Any]:
+    dsl = task.dsl
+    if isinstance(value, Val):
+        value = value.value
+        if isinstance(value, OutputRef):
+            value = value.fetch()
+    if isinstance(value, OutputRef):
+        upstream = value.task
+        _add_upstream(task, upstream)
+        decl = value.decl
+        if isinstance(decl, Var):
+            return {"name": name, "kind": "var", "type": type_name(decl.type),
+                    "upstream": upstream.key, "output": value.name}
+        if isinstance(decl, File):
+            return {"name": name, "kind": "file", "path": f"output/{upstream.key}/{decl.name}",
+                    "upstream": upstream.key}
+        return {"name": name, "kind": "glob", "pattern": f"output/{upstream.key}/{decl.glob}",
+                "upstreams": [upstream.key]}
+    if isinstance(value, MatchedGlob):
+        for key in value.upstream_keys:
+            _add_upstream(task, dsl.task_by_key(key))
+        return {"name": name, "kind": "glob", "pattern": value.relative_pattern,
+                "upstreams": list(value.upstream_keys)}
+    if isinstance(value, FileHandle):
+        parts = value.relative.split(os.sep)
+        upstream_key = parts[1] if len(parts) > 2 and parts[0] == "output" else None
+        if upstream_key and dsl.has_task(upstream_key):
+            _add_upstream(task, dsl.task_by_key(upstream_key))
+        return {"name": name, "kind": "file", "path": value.relative, "upstream": upstream_key}
+    if isinstance(value, InstanceFile):
+        return {"name": name, "kind": "file", "path": value.relative, "upstream": None}
+    if isinstance(value, File):
+        return {"name": name, "kind": "file", "path": value.name, "upstream": None}
+    if isinstance(value, bool) or type(value) in VAR_TYPES.values():
+        return {"name": name, "kind": "value", "type": type_name(type(value)), "value": format_var(value)}
+    raise UserError(
+        f"task {task.key!r}: input {name!r} has unsupported type {type(value).__name__} ({value!r})"
+    )
+
+
+def _add_upstream(task: Task, upstream: Task) -> None:
+    if upstream.key == task.key:
+        raise UserError(f"task {task.key!r} cannot consume its own outputs")
+    if upstream.key not in task.upstream_keys:
+        task.upstream_keys.add(upstream.key)
+        task.upstream_tasks.append(upstream)
+
+
+def _step_spec(task: Task, code: Any, container: str | None) -> dict[str, Any]:
+    step: dict[str, Any]
+    if callable(code):
+        step = _python_step(task, code)
+    elif isinstance(code, str) and ("\n" in code or code.startswith("#!")):
+        step = {"kind": "bash", "code": textwrap.dedent(code).lstrip("\n")}
+    elif isinstance(code, str) and code.strip():
+        path = os.path.join(task.dsl.pipeline_code_dir, code)
+        if not os.path.isfile(path):
+            raise UserError(f"task {task.key!r}: script {code!r} not found in {task.dsl.pipeline_code_dir}")
+        step = {"kind": "script", "path": code}
+    else:
+        raise UserError(
+            f"task {task.key!r}: calls(...) takes a bash snippet, a script name or a "
+            f"@DryPipe.python_call() function, got {code!r}"
+        )
+    if container or task.task_conf.container:
+        step["container"] = container or task.task_conf.container
+    return step
+
+
+def _python_step(task: Task, func: Callable) -> dict[str, Any]:
+    func = getattr(func, "__wrapped__", func)
+    name = getattr(func, "__qualname__", "")
+    if not inspect.isfunction(func) or "<" in name or "." in name:
+        raise UserError(
+            f"task {task.key!r}: python call {name or func!r} must be a module-level function "
+            "decorated with @DryPipe.python_call()"
+        )
+    if not python_call_marker(func):
+        raise UserError(f"task {task.key!r}: function {name} is not decorated with @DryPipe.python_call()")
+    module = func.__module__
+    file = inspect.getsourcefile(func) or ""
+    return {"kind": "python", "module": module, "function": name,
+            "file": os.path.abspath(file) if file else None,
+            "sys_path": _module_root(module, file)}
+
+
+def _module_root(module: str, file: str) -> str | None:
+    """The sys.path entry from which `module` was imported (so the task can import it too)."""
+    mod = sys.modules.get(module)
+    if not file or mod is None:
+        return None
+    root = os.path.dirname(os.path.abspath(file))
+    depth = module.count(".") + (1 if os.path.basename(file) == "__init__.py" else 0)
+    for _ in range(depth):
+        root = os.path.dirname(root)
+    return root

@@ -1,0 +1,97 @@
+"""TaskConf: where and how a task runs (executor, Slurm, SSH, container, environment)."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from drypipe.errors import UserError
+
+
+@dataclass
+class TaskConf:
+    """Runtime configuration of a task; not part of its signature."""
+
+    executer_type: str = "process"
+    # Slurm: account and extra `sbatch` options (e.g. ["--time=0:5:00"]).
+    slurm_account: str | None = None
+    sbatch_options: list[str] = field(default_factory=list)
+    # A container image (.sif) resolved in `$__containers_dir` (or remote_containers_dir).
+    container: str | None = None
+    # SSH: "user@host[:port]:/path/to/private_key", and where instances live on that host.
+    ssh_specs: str | None = None
+    remote_base_dir: str | None = None
+    remote_containers_dir: str | None = None
+    # The interpreter that runs python calls; default: the one that generated the task.
+    python_bin: str | None = None
+    # Extra environment variables for the task's steps.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # Bash lines run before each step (module load, conda activate ...).
+    command_before_task: str | None = None
+    # Slurm array throttle (%N); None means no throttle.
+    max_simultaneous_jobs: int | None = None
+    # Dendro executor settings.
+    dendro_service: str | None = None
+    dendro_app: str | None = None
+    dendro_processor: str | None = None
+    required_resources: dict[str, Any] | None = None
+    # Free-form settings for third-party executors.
+    executor_options: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, executer_type: str = "process", **kwargs: Any):
+        # Accept the original DryPipe spellings so its pipelines run unchanged.
+        if "slurm_options" in kwargs:
+            kwargs.setdefault("sbatch_options", kwargs.pop("slurm_options"))
+        if "ssh_remote_dest" in kwargs:
+            kwargs.setdefault("ssh_specs", kwargs.pop("ssh_remote_dest"))
+        known = {f.name for f in dataclasses.fields(TaskConf)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise UserError(f"TaskConf: unknown field(s) {', '.join(unknown)}")
+        self.executer_type = executer_type
+        for f in dataclasses.fields(TaskConf):
+            if f.name == "executer_type":
+                continue
+            if f.name in kwargs:
+                value = kwargs[f.name]
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            setattr(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        if not isinstance(self.executer_type, str) or not self.executer_type:
+            raise UserError(f"TaskConf: executer_type must be a non-empty string, got {self.executer_type!r}")
+        if not isinstance(self.sbatch_options, (list, tuple)) or not all(
+            isinstance(o, str) for o in self.sbatch_options
+        ):
+            raise UserError(f"TaskConf: sbatch_options must be a list of strings, got {self.sbatch_options!r}")
+        self.sbatch_options = list(self.sbatch_options)
+        if not isinstance(self.extra_env, dict) or not all(
+            isinstance(k, str) and k.isidentifier() for k in self.extra_env
+        ):
+            raise UserError(f"TaskConf: extra_env must map variable names to strings, got {self.extra_env!r}")
+        if self.max_simultaneous_jobs is not None and (
+            not isinstance(self.max_simultaneous_jobs, int) or self.max_simultaneous_jobs < 1
+        ):
+            raise UserError("TaskConf: max_simultaneous_jobs must be a positive integer")
+
+    def resolved_python_bin(self) -> str:
+        return self.python_bin or sys.executable
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskConf":
+        data = dict(data)
+        return cls(data.pop("executer_type", "process"), **data)
+
+    def batch_key(self) -> str:
+        """Tasks with equal batch keys may share one launch (e.g. one Slurm job array)."""
+        import json
+
+        return json.dumps(self.to_dict(), sort_keys=True)

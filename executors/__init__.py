@@ -1,0 +1,1 @@
+"""Executor plugins for drypipe, registered under the `drypipe.executors` entry-point group."""

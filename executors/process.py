@@ -1,0 +1,90 @@
+"""Local process executor: runs task scripts as child processes, at most `max_local_jobs`
+at once, and wakes the scheduler loop the moment one exits."""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
+from drypipe.proc import process_matches
+
+
+class ProcessExecutor(Executor):
+    name = "process"
+    event_driven = True
+
+    def __init__(self, context: ExecutorContext):
+        super().__init__(context)
+        self._children: dict[str, subprocess.Popen] = {}
+        self._exit_codes: dict[str, int] = {}
+        self._adopted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def capacity(self) -> int:
+        with self._lock:
+            running = len(self._children) - len(self._exit_codes) + len(self._adopted)
+        return max(0, self.context.max_local_jobs - running)
+
+    def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
+        handles = {}
+        for task in tasks:
+            with open(task.control_dir / "drypipe.log", "ab") as log:
+                child = subprocess.Popen(
+                    [str(task.script), "--at-step", str(task.start_step)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,  # the task survives the orchestrator; `task kill` stops it
+                    close_fds=True,
+                )
+            with self._lock:
+                self._children[task.key] = child
+                self._exit_codes.pop(task.key, None)
+            threading.Thread(target=self._reap, args=(task.key, child), daemon=True).start()
+            handles[task.key] = str(child.pid)
+        return handles
+
+    def _reap(self, key: str, child: subprocess.Popen) -> None:
+        code = child.wait()
+        with self._lock:
+            self._exit_codes[key] = code
+        self.context.wakeup.set()
+
+    def poll(self, tasks: list[TaskRun]) -> dict[str, Liveness]:
+        result = {}
+        for task in tasks:
+            with self._lock:
+                child = self._children.get(task.key)
+                code = self._exit_codes.get(task.key)
+            if child is None:
+                result[task.key] = self._poll_adopted(task)
+            elif code is None:
+                result[task.key] = Liveness(alive=True)
+            else:
+                with self._lock:
+                    del self._children[task.key]
+                    del self._exit_codes[task.key]
+                outcome = "killed" if code < 0 else "failed"
+                result[task.key] = Liveness(False, outcome, f"task script exited with code {code}", certain=True)
+        return result
+
+    def _poll_adopted(self, task: TaskRun) -> Liveness:
+        """A task started by an earlier orchestrator (or by hand): identified by its pid file."""
+        try:
+            pid, start_time, *_ = (task.control_dir / "pid").read_text().split()
+        except (FileNotFoundError, ValueError):
+            self._adopted.discard(task.key)
+            return Liveness(False, "ready", "launched but never started")
+        if process_matches(int(pid), start_time):
+            self._adopted.add(task.key)
+            return Liveness(alive=True)
+        self._adopted.discard(task.key)
+        return Liveness(False, "lost", f"process {pid} is gone")
+
+    def kill(self, tasks: list[TaskRun]) -> None:
+        for task in tasks:
+            subprocess.run([str(task.script), "kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self) -> None:
+        """Children keep running: a later `drypipe run` adopts them."""

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# A real OpenSSH server on 127.0.0.1 for tests, logging in the unprivileged user drypipe-ssh.
+#
+#   sshd.sh start         STATE_DIR   start it (exit 0 also if it already runs from STATE_DIR)
+#   sshd.sh stop          STATE_DIR   stop the server AND its open sessions (and processes the
+#                                     sessions started, incl. detached ones under STATE_DIR)
+#   sshd.sh kill-sessions STATE_DIR   kill open sessions only, the server keeps listening
+#                                     (simulates a dropped connection; a stopped sshd alone
+#                                     leaves its sessions alive)
+#   sshd.sh status        STATE_DIR
+#
+# Once ready (verified with a real ssh login), STATE_DIR/env.sh exports:
+#   SSHD_PORT           port on 127.0.0.1
+#   SSH_HOST            127.0.0.1
+#   SSH_USER            drypipe-ssh
+#   SSH_KEY             client private key (owned by root, mode 600)
+#   SSH_KNOWN_HOSTS     known_hosts with [127.0.0.1]:PORT and [localhost]:PORT
+#   SSH_CONFIG          ssh client config with a Host alias (ssh -F $SSH_CONFIG $SSH_HOST_ALIAS)
+#   SSH_HOST_ALIAS      drypipe-test-sshd
+#   SSH_REMOTE_BASE     STATE_DIR/remote, owned by drypipe-ssh: put remote work dirs here
+#   SSH_REMOTE_PYTHON   /usr/bin/python3 - the python drypipe-ssh can run (root's pyenv under
+#                       /root, mode 700, is out of its reach)
+#
+# STATE_DIR and all its parents must be traversable (o+x) by drypipe-ssh: sshd reads the
+# authorized keys as that user, and the user works in STATE_DIR/remote. (pytest's own tmp
+# dirs are mode 700: the fixture uses a dir of its own.)
+# Requires: install.sh has run (openssh-server, user drypipe-ssh); root.
+set -euo pipefail
+SERVICE=sshd
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+parse_args "start stop kill-sessions status" "$@"
+
+SSHD=/usr/sbin/sshd          # sshd refuses to start unless run by its absolute path
+SSH_USER=drypipe-ssh
+REMOTE_PYTHON=/usr/bin/python3
+CONFIG=$STATE_DIR/sshd_config
+PID_FILE=$STATE_DIR/sshd.pid
+LOG=$STATE_DIR/sshd.log
+HOST_KEY=$STATE_DIR/ssh_host_ed25519_key
+CLIENT_KEY=$STATE_DIR/client_ed25519
+AUTH_KEYS=$STATE_DIR/authorized_keys
+KNOWN_HOSTS=$STATE_DIR/known_hosts
+CLIENT_CONFIG=$STATE_DIR/ssh_config
+HOST_ALIAS=drypipe-test-sshd
+REMOTE=$STATE_DIR/remote
+ENV_FILE=$STATE_DIR/env.sh
+
+sshd_running() { running "$PID_FILE" "$SSHD" "$CONFIG"; }
+
+# Processes that belong to this server's sessions: every descendant of the listening sshd
+# (one "sshd: user [priv]" per connection, the user's shell and commands below it) plus
+# processes of $SSH_USER that work under STATE_DIR (cwd or command line) - detached
+# runners started with nohup/setsid have left the process tree.
+session_pids() {
+    local root=${1:-} uid
+    uid=$(id -u "$SSH_USER")
+    ps -e -o pid=,ppid=,uid= | awk -v root="$root" -v uid="$uid" -v self=$$ '
+        { parent[$1] = $2; owner[$1] = $3 }
+        END {
+            if (root != "") keep[root] = 1
+            do { added = 0
+                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 }
+            } while (added)
+            for (p in keep) if (p != root) print p
+            for (p in owner) if (owner[p] == uid && !(p in keep)) print "U" p
+        }' | while read -r p; do
+        if [[ "$p" == U* ]]; then
+            p=${p#U}
+            # Only the user's processes that are tied to this STATE_DIR.
+            if [[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$STATE_DIR"* ]] ||
+               tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR"; then
+                echo "$p"
+            fi
+        else
+            echo "$p"
+        fi
+    done
+}
+
+kill_pids() {
+    local pids=$1 i p alive
+    [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do
+        alive=""
+        for p in $pids; do [ -e "/proc/$p/exe" ] && readlink "/proc/$p/exe" >/dev/null 2>&1 && alive+=" $p"; done
+        [ -n "$alive" ] || return 0
+        sleep 0.05
+    done
+    # shellcheck disable=SC2086
+    kill -KILL $alive 2>/dev/null || true
+}
+
+do_kill_sessions() {
+    local listener="" pids
+    sshd_running && listener=$(cat "$PID_FILE")
+    pids=$(session_pids "$listener")
+    if [ -n "$pids" ]; then
+        log "killing session processes: $(echo $pids)"
+        kill_pids "$pids"
+    fi
+}
+
+do_stop() {
+    local listener="" pids
+    sshd_running && listener=$(cat "$PID_FILE")
+    # Collect the sessions while they are still children of the listener.
+    pids=$(session_pids "$listener")
+    stop_pidfile sshd "$PID_FILE" "$SSHD" "$CONFIG" 10
+    if [ -n "$pids" ]; then
+        log "killing session processes: $(echo $pids)"
+        kill_pids "$pids"
+    fi
+    rm -f "$ENV_FILE"
+}
+
+ssh_check() {
+    ssh -F /dev/null -i "$CLIENT_KEY" -p "$1" \
+        -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes \
+        -o UserKnownHostsFile="$KNOWN_HOSTS" -o ConnectTimeout=5 \
+        "$SSH_USER@127.0.0.1" true
+}
+
+do_start() {
+    if sshd_running; then
+        log "already running from $STATE_DIR"
+        [ -s "$ENV_FILE" ] || die "running but $ENV_FILE is missing"
+        return 0
+    fi
+    id "$SSH_USER" >/dev/null 2>&1 || die "user $SSH_USER missing: run tests/services/install.sh"
+    [ -x "$SSHD" ] || die "$SSHD missing: run tests/services/install.sh"
+    rm -f "$ENV_FILE"
+
+    # The user must reach STATE_DIR (authorized_keys, remote/): check every parent.
+    local d=$STATE_DIR
+    while [ "$d" != / ]; do
+        su -s /bin/sh "$SSH_USER" -c "test -x '$d'" 2>/dev/null ||
+            die "$SSH_USER cannot enter $d: use a STATE_DIR whose parents are o+x"
+        d=$(dirname "$d")
+    done
+    chmod 755 "$STATE_DIR"
+
+    # Keys are made once per STATE_DIR (a restart keeps them, so clients stay valid).
+    [ -s "$HOST_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C drypipe-test-host -f "$HOST_KEY"
+    [ -s "$CLIENT_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C drypipe-test-client -f "$CLIENT_KEY"
+    cp "$CLIENT_KEY.pub" "$AUTH_KEYS"
+    chmod 644 "$AUTH_KEYS"          # read by sshd with the user's rights
+    mkdir -p "$REMOTE"
+    chown "$SSH_USER:" "$REMOTE"
+    # sshd's privilege separation directory (normally made by systemd/the init script).
+    mkdir -p /run/sshd
+    chmod 755 /run/sshd
+
+    local port
+    port=$(free_ports 1)
+    cat > "$CONFIG" <<EOF
+# Generated by tests/services/sshd.sh - test sshd, see shared/INFRA.md.
+ListenAddress 127.0.0.1
+Port $port
+HostKey $HOST_KEY
+PidFile $PID_FILE
+AuthorizedKeysFile $AUTH_KEYS
+AllowUsers $SSH_USER
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+# No PAM (no pam session setup here) and no ownership checks on our files under /tmp.
+UsePAM no
+StrictModes no
+# Tests open many connections/channels at once; the defaults (10) would drop some.
+MaxStartups 100:30:200
+MaxSessions 100
+# internal-sftp: no dependency on the sftp-server binary's path.
+Subsystem sftp internal-sftp
+X11Forwarding no
+PrintMotd no
+PrintLastLog no
+UseDNS no
+LogLevel INFO
+EOF
+
+    # Forks into the background once it listens and writes PidFile.
+    "$SSHD" -f "$CONFIG" -E "$LOG" </dev/null >/dev/null 2>&1 ||
+        { tail_log "$LOG"; die "sshd failed to start"; }
+    wait_for 10 "pid file" sshd_running || { tail_log "$LOG"; die "sshd did not start"; }
+
+    {
+        printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$HOST_KEY.pub")"
+        printf '[localhost]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$HOST_KEY.pub")"
+    } > "$KNOWN_HOSTS"
+    cat > "$CLIENT_CONFIG" <<EOF
+Host $HOST_ALIAS
+    HostName 127.0.0.1
+    Port $port
+    User $SSH_USER
+    IdentityFile $CLIENT_KEY
+    IdentitiesOnly yes
+    UserKnownHostsFile $KNOWN_HOSTS
+    StrictHostKeyChecking yes
+    BatchMode yes
+EOF
+
+    # A real login, with host key checking, proves the whole chain works.
+    ssh_check "$port" 2>>"$LOG" || { tail_log "$LOG"; die "ssh login as $SSH_USER failed"; }
+    log "ssh login as $SSH_USER works"
+
+    write_env "$ENV_FILE" \
+        "SSHD_PORT=$port" \
+        "SSH_HOST=127.0.0.1" \
+        "SSH_USER=$SSH_USER" \
+        "SSH_KEY=$CLIENT_KEY" \
+        "SSH_KNOWN_HOSTS=$KNOWN_HOSTS" \
+        "SSH_CONFIG=$CLIENT_CONFIG" \
+        "SSH_HOST_ALIAS=$HOST_ALIAS" \
+        "SSH_REMOTE_BASE=$REMOTE" \
+        "SSH_REMOTE_PYTHON=$REMOTE_PYTHON"
+    log "ready on 127.0.0.1:$port; env: $ENV_FILE"
+}
+
+do_status() {
+    if sshd_running; then
+        log "sshd: running (pid $(cat "$PID_FILE")), sessions: $(session_pids "$(cat "$PID_FILE")" | wc -l) processes"
+    else
+        log "sshd: stopped"; return 1
+    fi
+}
+
+case "$ACTION" in
+    start) do_start ;;
+    stop) do_stop ;;
+    kill-sessions) do_kill_sessions ;;
+    status) do_status ;;
+esac

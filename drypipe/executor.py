@@ -87,8 +87,8 @@ class Executor(ABC):
     def prepare(self, tasks: list[TaskRun]) -> None:
         """Stage what the tasks need before launch (upload inputs, write launcher files)."""
 
-    def capacity(self) -> int | None:
-        """How many more tasks may be launched now; None means no limit."""
+    def max_in_flight(self) -> int | None:
+        """How many of this executor's tasks may be in flight at once; None means no limit."""
         return None
 
     @abstractmethod

@@ -102,9 +102,8 @@ class Scheduler:
     # -- public --------------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
-        self.instance.lock()
+        self._start()
         try:
-            self._start()
             while True:
                 changed = self._cycle()
                 if self._finished():
@@ -118,12 +117,8 @@ class Scheduler:
 
     def prepare(self) -> RunSummary:
         """Generate the task files and mark ready what can run, without launching anything."""
-        self.instance.lock()
-        try:
-            self._start()
-            self._evaluate()
-        finally:
-            self.instance.unlock()
+        self._start()
+        self.instance.unlock()
         return self.summary()
 
     def summary(self) -> RunSummary:
@@ -135,13 +130,21 @@ class Scheduler:
     # -- start ---------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.instance.create()
-        write_task_lib(self.instance)
+        """Read the markers, run the generator once, and only then touch the instance: a
+        generator error leaves every file as it was."""
         for key in self.instance.task_keys():
             self.states[key] = st.read_state(str(self.instance.control_dir(key)))
-        for key, state in self.states.items():
-            if st.is_in_flight(state):
-                self._adopt(key, state)
+        evaluation = self._generate()
+        self.instance.lock()
+        try:
+            write_task_lib(self.instance)
+            for key, state in self.states.items():
+                if st.is_in_flight(state):
+                    self._adopt(key, state)
+            self._apply(evaluation)
+        except BaseException:
+            self.instance.unlock()
+            raise
 
     def _adopt(self, key: str, state: str) -> None:
         """A task left running by an earlier orchestrator: watch it instead of launching it again."""
@@ -171,10 +174,20 @@ class Scheduler:
         return changed
 
     def _evaluate(self) -> bool:
+        return self._apply(self._generate())
+
+    def _generate(self) -> Evaluation:
         self.need_evaluation = False
-        evaluation = evaluate(self.pipeline, str(self.instance.root), lambda k: self.states.get(k) == st.COMPLETED)
+        return evaluate(self.pipeline, str(self.instance.root), lambda k: self.states.get(k) == st.COMPLETED)
+
+    def _apply(self, evaluation: Evaluation) -> bool:
         self.evaluation = evaluation
         new = [task for key, task in evaluation.tasks.items() if key not in self.tasks]
+        for task in new:  # an unknown executor is a generator error: refuse before writing
+            try:
+                self._executor(task.task_conf.executer_type)
+            except UserError as e:
+                raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
         for task in new:
             self._register(task)
         return bool(new)
@@ -324,13 +337,17 @@ class Scheduler:
             return False
         batches: dict[str, list[TaskRun]] = defaultdict(list)
         capacity: dict[str, int | None] = {}
+        in_flight: dict[str, int] = defaultdict(int)
+        for run in self.in_flight.values():
+            in_flight[run.task_conf.executer_type] += 1
         for key, start in list(self.ready.items()):
             if self.options.until and fnmatch.fnmatchcase(key, self.options.until):
                 continue
             conf = self.confs[key]
             name = conf.executer_type
             if name not in capacity:
-                capacity[name] = self._executor(name).capacity()
+                limit = self._executor(name).max_in_flight()
+                capacity[name] = None if limit is None else max(0, limit - in_flight[name])
             room = capacity[name]
             if room is not None and len(batches[name]) >= room:
                 continue

@@ -18,13 +18,10 @@ class ProcessExecutor(Executor):
         super().__init__(context)
         self._children: dict[str, subprocess.Popen] = {}
         self._exit_codes: dict[str, int] = {}
-        self._adopted: set[str] = set()
         self._lock = threading.Lock()
 
-    def capacity(self) -> int:
-        with self._lock:
-            running = len(self._children) - len(self._exit_codes) + len(self._adopted)
-        return max(0, self.context.max_local_jobs - running)
+    def max_in_flight(self) -> int:
+        return self.context.max_local_jobs
 
     def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
         handles = {}
@@ -74,12 +71,9 @@ class ProcessExecutor(Executor):
         try:
             pid, start_time, *_ = (task.control_dir / "pid").read_text().split()
         except (FileNotFoundError, ValueError):
-            self._adopted.discard(task.key)
             return Liveness(False, "ready", "launched but never started")
         if process_matches(int(pid), start_time):
-            self._adopted.add(task.key)
             return Liveness(alive=True)
-        self._adopted.discard(task.key)
         return Liveness(False, "lost", f"process {pid} is gone")
 
     def kill(self, tasks: list[TaskRun]) -> None:

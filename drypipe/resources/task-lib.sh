@@ -39,8 +39,8 @@ __transition() {  # atomic rename of the single state marker
 __load_env() {
     # shellcheck disable=SC1091
     source "$__control_dir/task-env.sh"
-    local n
-    for n in "${__output_var_names[@]}"; do unset "$n"; done
+    local __v
+    for __v in "${__output_var_names[@]}"; do unset "$__v"; done
     if [[ -f $__control_dir/output_vars.sh ]]; then
         # shellcheck disable=SC1091
         source "$__control_dir/output_vars.sh"
@@ -59,38 +59,40 @@ __upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output va
 }
 
 __save_output_vars() {  # record the declared output variables set by a bash step
-    local n tmp="$__control_dir/.output_vars.sh.tmp"
+    local __v __tmp="$__control_dir/.output_vars.sh.tmp"
     {
-        for n in "${__output_var_names[@]}"; do
-            [[ -v $n ]] && printf 'export %s=%q\n' "$n" "${!n}"
+        for __v in "${__output_var_names[@]}"; do
+            if [[ -v $__v ]]; then printf 'export %s=%q\n' "$__v" "${!__v}"; fi
         done
-    } > "$tmp" && mv -f -- "$tmp" "$__control_dir/output_vars.sh"
+    } > "$__tmp" && mv -f -- "$__tmp" "$__control_dir/output_vars.sh"
 }
 
-__json_string() {  # a JSON string literal of $1 (UTF-8 passes through)
-    local s=$1 c i
+__json_string() {  # sets __json to a JSON string literal of $1 (UTF-8 passes through), without forks
+    local s=$1 c h i
     s=${s//\\/\\\\}; s=${s//\"/\\\"}
     s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}; s=${s//$'\t'/\\t}
-    for ((i = 1; i < 32; i++)); do
-        printf -v c "\\x$(printf %02x "$i")"
-        [[ $s == *"$c"* ]] && s=${s//"$c"/$(printf '\\u%04x' "$i")}
-    done
-    printf '"%s"' "$s"
+    if [[ $s == *[[:cntrl:]]* ]]; then
+        for ((i = 1; i < 32; i++)); do
+            printf -v h '%02x' "$i"; printf -v c "\\x$h"
+            [[ $s == *"$c"* ]] && s=${s//"$c"/\\u00$h}
+        done
+    fi
+    __json="\"$s\""
 }
 
 __write_output_vars_json() {  # output_vars: JSON object of the task's output variables
     local tmp="$__control_dir/.output_vars.tmp"
     (
         [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
-        sep="" n=""
-        printf '{'
-        for n in "${__output_var_names[@]}"; do
-            if [[ -v $n ]]; then
-                printf '%s%s: %s' "$sep" "$(__json_string "$n")" "$(__json_string "${!n}")"
-                sep=", "
+        __sep="" __body="{"
+        for __v in "${__output_var_names[@]}"; do
+            if [[ -v $__v ]]; then
+                __json_string "$__v"; __body+="$__sep$__json: "
+                __json_string "${!__v}"; __body+="$__json"
+                __sep=", "
             fi
         done
-        printf '}\n'
+        printf '%s}\n' "$__body"
     ) > "$tmp" && mv -f -- "$tmp" "$__control_dir/output_vars"
 }
 
@@ -133,16 +135,18 @@ __in_container() {  # __in_container IMAGE STEP: run one step inside an apptaine
         "$runtime" exec "$image" "$__control_dir/task" --step-only "$2"
 }
 
-__start_time() {  # the kernel start time of a pid: with the pid it identifies a process uniquely
+__start_time() {  # sets __started to the kernel start time of pid $1 (pid + start time identify a process)
     local stat
-    stat=$(< "/proc/$1/stat") 2>/dev/null || { printf '0'; return; }
+    __started=0
+    { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
     stat=${stat##*) }
     set -- $stat
-    printf '%s' "${20}"
+    __started=${20}
 }
 
 __write_pid() {
-    printf '%s %s %s\n' "$$" "$(__start_time $$)" "$(hostname 2>/dev/null || echo localhost)" \
+    __start_time $$
+    printf '%s %s %s\n' "$$" "$__started" "${HOSTNAME:-localhost}" \
         > "$__control_dir/.pid.tmp" && mv -f -- "$__control_dir/.pid.tmp" "$__control_dir/pid"
 }
 
@@ -208,7 +212,8 @@ __run() {
 __pid_of_task() {
     local pid start rest
     read -r pid start rest < "$__control_dir/pid" 2>/dev/null || return 1
-    [[ $(__start_time "$pid") == "$start" ]] || return 1
+    __start_time "$pid"
+    [[ $__started == "$start" ]] || return 1
     printf '%s' "$pid"
 }
 

@@ -1,0 +1,30 @@
+# drypipe: `make demo` runs a real example pipeline end to end; `make test` runs the test suite.
+PYTHON ?= python3
+DEMO_DIR ?= demo-instance
+
+.PHONY: install demo test test-fast bench docs clean
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+demo: install
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	cp examples/data/chimp.fasta $(DEMO_DIR)/
+	$(PYTHON) -m drypipe run -p examples.chunked_fasta:pipeline -i $(DEMO_DIR)
+	$(PYTHON) -m drypipe status -i $(DEMO_DIR)
+	@echo
+	@echo "Results of the demo pipeline are in $(DEMO_DIR)/output/ (one directory per task);"
+	@echo "task scripts, state markers and logs are in $(DEMO_DIR)/.drypipe/<task>/."
+	@echo "Final result: $(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file"
+
+test: install
+	$(PYTHON) -m pytest tests -q
+
+test-fast: install
+	$(PYTHON) -m pytest tests -q -x --ignore=tests/slurm --ignore=tests/ssh --ignore=tests/dendro
+
+bench: install
+	$(PYTHON) bench/run.py
+
+clean:
+	rm -rf $(DEMO_DIR) build *.egg-info .pytest_cache

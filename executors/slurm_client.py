@@ -1,0 +1,212 @@
+"""Thin wrappers around the Slurm client commands (`sbatch`, `squeue`, `sacct`, `scancel`,
+`scontrol`): one subprocess per call, outputs parsed into plain values.
+
+Nothing here knows about tasks; `executors.slurm` maps tasks to jobs.  The commands are
+found on PATH, as a user's shell on a login node finds them.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable
+
+from drypipe.errors import UserError
+
+log = logging.getLogger("drypipe.slurm")
+
+# Job states in which the job still exists (or will run): the task is alive.
+ALIVE_STATES = frozenset({
+    "PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+    "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "SPECIAL_EXIT",
+    "POWER_UP_NODE", "UPDATE_DB",
+})
+
+# What a finished job means for a task that recorded no final state itself.
+# (outcome as the scheduler understands it: killed / timed-out / failed / lost)
+ENDED_STATES = {
+    "CANCELLED": "killed",
+    "TIMEOUT": "timed-out",
+    "DEADLINE": "timed-out",
+    "FAILED": "failed",
+    "OUT_OF_MEMORY": "failed",
+    "BOOT_FAIL": "failed",
+    "NODE_FAIL": "lost",
+    "PREEMPTED": "lost",
+    "REVOKED": "lost",
+    "COMPLETED": "lost",  # the batch script ended normally, yet the task wrote no final state
+}
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's own default
+COMMAND_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # e.g. RUNNING, CANCELLED (sacct's "CANCELLED by 0" is cut to CANCELLED)
+    reason: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ALIVE_STATES
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    max_array_size: int
+    accounting: bool  # False when sacct cannot work (AccountingStorageType=accounting_storage/none)
+
+
+class SlurmUnavailable(Exception):
+    """A query failed for a reason that says nothing about the jobs (controller down, timeout)."""
+
+
+def _run(args: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+    log.debug("slurm: %s", " ".join(args) if len(args) < 12 else " ".join(args[:12]) + " ...")
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise UserError(
+            f"`{args[0]}` not found on PATH: the slurm executor must run where the Slurm client "
+            "commands are installed (a cluster login node)"
+        ) from None
+
+
+def error_text(stderr: str) -> str:
+    """The informative part of a Slurm command's stderr, on one line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Try ")]
+    errors = [ln for ln in lines if "error" in ln.lower() or "unrecognized" in ln.lower() or "invalid" in ln.lower()]
+    return "; ".join(errors or lines) or "no error message"
+
+
+def read_config() -> ClusterConfig:
+    """MaxArraySize and whether accounting (sacct) exists, from one `scontrol show config`."""
+    try:
+        result = _run(["scontrol", "show", "config"], timeout=60)
+    except (subprocess.TimeoutExpired, UserError) as e:
+        log.warning("slurm: cannot read the cluster configuration (%s); assuming defaults", e)
+        return ClusterConfig(DEFAULT_MAX_ARRAY_SIZE, True)
+    values = {}
+    for line in result.stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if sep:
+            values[name.strip()] = value.strip()
+    try:
+        max_array_size = int(values.get("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE))
+    except ValueError:
+        max_array_size = DEFAULT_MAX_ARRAY_SIZE
+    storage = values.get("AccountingStorageType", "")
+    accounting = storage != "accounting_storage/none"
+    return ClusterConfig(max(1, max_array_size), accounting)
+
+
+_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+
+
+def is_job_id(text: str | None) -> bool:
+    return bool(text) and bool(_JOB_ID.match(text))
+
+
+def submit(args: list[str]) -> str:
+    """Run an `sbatch --parsable ...` command line; the job id, or UserError with sbatch's error."""
+    try:
+        result = _run(args)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"sbatch did not answer within {COMMAND_TIMEOUT:.0f} s (is slurmctld up?)") from None
+    if result.returncode != 0:
+        raise UserError(f"sbatch failed (exit code {result.returncode}): {error_text(result.stderr)}")
+    if result.stderr.strip():
+        log.warning("sbatch: %s", result.stderr.strip())
+    job_id = result.stdout.strip().splitlines()[-1].split(";")[0] if result.stdout.strip() else ""
+    if not job_id.isdigit():
+        raise UserError(f"sbatch printed no job id: {result.stdout.strip()!r}")
+    return job_id
+
+
+def squeue(job_ids: Iterable[str]) -> dict[str, JobStatus]:
+    """Status of every job (array elements expanded) among `job_ids`, finished ones included
+    while Slurm still lists them (MinJobAge).  Keyed by `123` or `123_4`.  One `squeue` call."""
+    ids = sorted(set(job_ids), key=_id_order)
+    if not ids:
+        return {}
+    try:
+        result = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r"])
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable("squeue timed out") from None
+    if result.returncode != 0:
+        # Every id unknown (all purged after MinJobAge): squeue errors instead of printing nothing.
+        if "Invalid job id" in result.stderr:
+            return {}
+        raise SlurmUnavailable(f"squeue failed: {error_text(result.stderr)}")
+    return _parse_status_lines(result.stdout, "|")
+
+
+def squeue_by_name(job_name: str, fmt: str) -> list[list[str]] | None:
+    """Lines of `squeue --name=NAME -o FMT` (fields separated by `|`), or None on failure."""
+    try:
+        result = _run(["squeue", "-h", "-t", "all", f"--name={job_name}", "-o", fmt])
+    except subprocess.TimeoutExpired:
+        return None
+    if result.returncode != 0:
+        return None
+    return [line.split("|") for line in result.stdout.splitlines() if line.strip()]
+
+
+class AccountingDisabled(Exception):
+    pass
+
+
+def sacct(job_ids: Iterable[str]) -> dict[str, JobStatus]:
+    """Final states of finished jobs from the accounting database: one `sacct` call."""
+    ids = sorted(set(job_ids), key=_id_order)
+    if not ids:
+        return {}
+    try:
+        result = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State,ExitCode"])
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable("sacct timed out") from None
+    if result.returncode != 0:
+        if "accounting storage is disabled" in result.stderr.lower() or "slurmdbd" in result.stderr.lower():
+            raise AccountingDisabled(error_text(result.stderr))
+        raise SlurmUnavailable(f"sacct failed: {error_text(result.stderr)}")
+    statuses = {}
+    for line in result.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 2 and parts[0]:
+            state = parts[1].split()[0] if parts[1].split() else parts[1]
+            reason = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] else ""
+            statuses[parts[0]] = JobStatus(state, reason)
+    return statuses
+
+
+def scancel(job_ids: Iterable[str], signal: str | None = None, batch: bool = False) -> str:
+    """Cancel (or signal) jobs in one `scancel` call; returns its error text ('' if none)."""
+    ids = sorted(set(job_ids), key=_id_order)
+    if not ids:
+        return ""
+    args = ["scancel"]
+    if signal:
+        args.append(f"--signal={signal}")
+    if batch:
+        args.append("--batch")
+    try:
+        result = _run(args + ids, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "scancel timed out"
+    return error_text(result.stderr) if result.returncode != 0 else ""
+
+
+def _parse_status_lines(text: str, sep: str) -> dict[str, JobStatus]:
+    statuses = {}
+    for line in text.splitlines():
+        parts = line.split(sep, 2)
+        if len(parts) >= 2 and parts[0]:
+            reason = parts[2].strip() if len(parts) > 2 else ""
+            statuses[parts[0].strip()] = JobStatus(parts[1].strip(), "" if reason == "None" else reason)
+    return statuses
+
+
+def _id_order(job_id: str):
+    head, _, tail = job_id.partition("_")
+    return (int(head) if head.isdigit() else 0, int(tail) if tail.isdigit() else -1, job_id)

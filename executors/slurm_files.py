@@ -1,0 +1,284 @@
+"""What the Slurm executor keeps on disk, and the `sbatch` command lines it builds.
+
+    .drypipe/<key>/sbatch-launcher.sh   submits that one task (`drypipe sbatch -k KEY` runs it)
+    .drypipe/<key>/slurm_job_id         "<job id>" or "<array job id>_<index>": the task's job
+    .drypipe/<key>/slurm.log            what the batch script itself printed (the task's step
+                                        output goes to out.log, as everywhere)
+    .drypipe/.slurm/array-launcher.sh   the batch script of every job array of the instance
+    .drypipe/.slurm/array-<n>.tasks     line i = "<task key> <start step>" of array element i
+    .drypipe/.slurm/array-<n>.job       the array's job id, once sbatch returned it
+    .drypipe/.slurm/array-<n>.log       Slurm's own messages for the array (e.g. CANCELLED AT ...)
+    .drypipe/.slurm/parents/<key>       a parent key: the task keys of its children, one a line
+
+Every file is written atomically (temporary name, then rename), so a reader never sees half
+of one, and a restarted orchestrator can trust what it finds.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Iterable
+
+from drypipe.instance import write_atomic
+from drypipe.task_conf import TaskConf
+
+SLURM_DIR = Path(".drypipe") / ".slurm"
+JOB_ID_FILE = "slurm_job_id"
+LAUNCHER_FILE = "sbatch-launcher.sh"
+BATCH_LOG_FILE = "slurm.log"
+DEFAULT_SIGNAL = "B:USR1@60"  # the task script records timed-out.N when it gets SIGUSR1
+
+_ARRAY_FILE = re.compile(r"^array-(\d+)\.tasks$")
+
+
+def slurm_dir(instance_root: Path) -> Path:
+    return instance_root / SLURM_DIR
+
+
+def job_name(instance_root: Path) -> str:
+    """One Slurm job name per pipeline instance: `squeue --name` finds all of its jobs."""
+    return "drypipe-" + hashlib.sha256(str(instance_root).encode()).hexdigest()[:10]
+
+
+# -- sbatch command lines -----------------------------------------------------------------------
+
+
+def common_sbatch_args(conf: TaskConf, name: str) -> list[str]:
+    """Options every job of a TaskConf gets; the user's sbatch_options come after ours, so a
+    user may override the job name, the export or the signal."""
+    args = ["sbatch", "--parsable", f"--job-name={name}", "--export=ALL"]
+    if conf.slurm_account:
+        args.append(f"--account={conf.slurm_account}")
+    if not any(o.startswith("--signal") for o in conf.sbatch_options):
+        args.append(f"--signal={DEFAULT_SIGNAL}")
+    args.extend(conf.sbatch_options)
+    return args
+
+
+def array_throttle(conf: TaskConf, count: int) -> str:
+    spec = f"0-{count - 1}"
+    if conf.max_simultaneous_jobs:
+        spec += f"%{conf.max_simultaneous_jobs}"
+    return spec
+
+
+def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: int) -> list[str]:
+    """The sbatch command submitting array-<number>.tasks (count elements) as one job array."""
+    directory = slurm_dir(instance_root)
+    return common_sbatch_args(conf, job_name(instance_root)) + [
+        f"--array={array_throttle(conf, count)}",
+        f"--output={directory / f'array-{number}.log'}",
+        "--open-mode=append",
+        f"--comment=drypipe array-{number}",
+        str(directory / "array-launcher.sh"),
+        str(directory / f"array-{number}.tasks"),
+    ]
+
+
+def single_sbatch_args(conf: TaskConf, instance_root: Path, key: str, at_step: int | None = None) -> list[str]:
+    """The sbatch command that sbatch-launcher.sh runs for one task (as `sbatch-gen` prints it)."""
+    control = instance_root / ".drypipe" / key
+    command = f"exec {shlex.quote(str(control / 'task'))}"
+    if at_step is not None:
+        command += f" --at-step {at_step}"
+    return common_sbatch_args(conf, job_name(instance_root)) + [
+        f"--output={control / BATCH_LOG_FILE}",
+        "--open-mode=append",
+        f"--comment=drypipe task {key}",
+        f"--wrap={command}",
+    ]
+
+
+# -- generated scripts --------------------------------------------------------------------------
+
+ARRAY_LAUNCHER = r"""#!/usr/bin/env bash
+# drypipe: the batch script of every Slurm job array of this pipeline instance.
+# Array element i runs the task named on line i+1 of the list file given as $1
+# (lines: "<task key> <start step>").  Its own output goes to the task's slurm.log;
+# the task records its states and step output itself, as it does everywhere.
+list=${1:?usage: array-launcher.sh .drypipe/.slurm/array-N.tasks}
+index=${SLURM_ARRAY_TASK_ID:?array-launcher.sh runs as a Slurm array element}
+line=""
+n=0
+while IFS= read -r line || [[ -n $line ]]; do
+    (( n++ == index )) && break
+    line=""
+done < "$list"
+key=${line%% *}
+step=${line##* }
+if [[ -z $key || -z $step ]]; then
+    echo "drypipe: $list has no line for array index $index" >&2
+    exit 2
+fi
+control=${list%/.slurm/*}/$key
+exec >> "$control/slurm.log" 2>&1
+printf '%(%Y-%m-%dT%H:%M:%S)T slurm job %s_%s (job id %s) on %s: task %s from step %s\n' \
+    -1 "$SLURM_ARRAY_JOB_ID" "$index" "$SLURM_JOB_ID" "${HOSTNAME:-?}" "$key" "$step"
+# Recorded here too: covers an orchestrator killed between sbatch and its own record.
+printf '%s_%s\n' "$SLURM_ARRAY_JOB_ID" "$index" > "$control/.slurm_job_id.$index.tmp" &&
+    mv -f -- "$control/.slurm_job_id.$index.tmp" "$control/slurm_job_id"
+exec "$control/task" --at-step "$step"
+"""
+
+
+def launcher_text(conf: TaskConf, instance_root: Path, key: str) -> str:
+    """sbatch-launcher.sh of one task: paths are computed from its own location at run time."""
+    args = single_sbatch_args(conf, instance_root, key)
+    control = str(instance_root / ".drypipe" / key)
+    options = []
+    for arg in args[1:-1]:  # sbatch ... --wrap=: rebuilt below with run-time paths
+        if control in arg:
+            name, _, value = arg.partition("=")
+            rest = value[len(control):]
+            options.append(f'{name}="$__control_dir"{shlex.quote(rest) if rest else ""}')
+        else:
+            options.append(shlex.quote(arg))
+    lines = " \\\n    ".join(options)
+    return f"""#!/usr/bin/env bash
+# drypipe: submits task {key} to Slurm as one job (`drypipe sbatch -k {key}` runs this script;
+# `drypipe sbatch-gen -k {key}` prints the command).  Prints the job id and records it in
+# slurm_job_id.  usage: sbatch-launcher.sh [--at-step N] [more sbatch options]
+set -euo pipefail
+__control_dir=$(cd -- "$(dirname -- "${{BASH_SOURCE[0]}}")" && pwd)
+at_step=""
+if [[ ${{1:-}} == --at-step ]]; then
+    at_step=" --at-step ${{2:?--at-step needs a step number}}"
+    shift 2
+fi
+job_id=$(sbatch \\
+    {lines} \\
+    "$@" \\
+    --wrap="exec $(printf '%q' "$__control_dir/task")$at_step")
+job_id=${{job_id%%;*}}
+printf '%s\\n' "$job_id" > "$__control_dir/.slurm_job_id.tmp"
+mv -f -- "$__control_dir/.slurm_job_id.tmp" "$__control_dir/slurm_job_id"
+echo "$job_id"
+"""
+
+
+def write_if_changed(path: Path, text: str, mode: int = 0o755) -> None:
+    try:
+        if path.read_text() == text:
+            return
+    except OSError:
+        pass
+    write_atomic(path, text, mode)
+
+
+def write_array_launcher(instance_root: Path) -> Path:
+    directory = slurm_dir(instance_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "array-launcher.sh"
+    write_if_changed(path, ARRAY_LAUNCHER)
+    return path
+
+
+def write_task_launcher(instance_root: Path, key: str, conf: TaskConf) -> Path:
+    path = instance_root / ".drypipe" / key / LAUNCHER_FILE
+    write_if_changed(path, launcher_text(conf, instance_root, key))
+    return path
+
+
+# -- job ids ------------------------------------------------------------------------------------
+
+
+def read_job_id(control_dir: Path) -> str | None:
+    try:
+        text = (control_dir / JOB_ID_FILE).read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def write_job_id(control_dir: Path, job_id: str) -> None:
+    write_atomic(control_dir / JOB_ID_FILE, job_id + "\n")
+
+
+# -- array list files ---------------------------------------------------------------------------
+
+
+class ArrayFiles:
+    """Numbers and writes the list files of the instance's job arrays."""
+
+    def __init__(self, instance_root: Path):
+        self.directory = slurm_dir(instance_root)
+        self._next: int | None = None
+
+    def create(self, lines: Iterable[tuple[str, int]]) -> tuple[int, Path]:
+        """Write a new array-<n>.tasks (never overwriting one) and return (n, path)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._next is None:
+            self._next = max(self.numbers(), default=-1) + 1
+        content = "".join(f"{key} {step}\n" for key, step in lines)
+        tmp = self.directory / f".array.{os.getpid()}.tmp"
+        tmp.write_text(content)
+        try:
+            while True:
+                path = self.directory / f"array-{self._next}.tasks"
+                try:
+                    os.link(tmp, path)  # atomic, and fails if another process took this number
+                    return self._next, path
+                except FileExistsError:
+                    self._next += 1
+        finally:
+            tmp.unlink(missing_ok=True)
+            self._next += 1
+
+    def numbers(self) -> list[int]:
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return [int(m.group(1)) for m in map(_ARRAY_FILE.match, names) if m]
+
+    def record_job(self, number: int, job_id: str) -> None:
+        write_atomic(self.directory / f"array-{number}.job", job_id + "\n")
+
+    def job_of(self, number: int) -> str | None:
+        try:
+            return (self.directory / f"array-{number}.job").read_text().strip() or None
+        except OSError:
+            return None
+
+    def keys_of(self, number: int) -> list[str]:
+        try:
+            text = (self.directory / f"array-{number}.tasks").read_text()
+        except OSError:
+            return []
+        return [line.split(" ")[0] for line in text.splitlines() if line.strip()]
+
+    def index(self, wanted: set[str]) -> dict[str, tuple[int, int]]:
+        """Where each wanted key was last listed: key -> (array number, element index).
+        Reads every list file: only for the rare recovery of a task without a job id."""
+        found: dict[str, tuple[int, int]] = {}
+        for number in sorted(self.numbers()):
+            for i, key in enumerate(self.keys_of(number)):
+                if key in wanted:
+                    found[key] = (number, i)
+        return found
+
+
+# -- parents (groups of tasks named by one key, for the array-* commands) ------------------------
+
+
+def parents_dir(instance_root: Path) -> Path:
+    return slurm_dir(instance_root) / "parents"
+
+
+def write_parent(instance_root: Path, parent: str, keys: list[str]) -> Path:
+    directory = parents_dir(instance_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / parent
+    write_atomic(path, "".join(k + "\n" for k in keys))
+    return path
+
+
+def read_parent(instance_root: Path, parent: str) -> list[str] | None:
+    try:
+        text = (parents_dir(instance_root) / parent).read_text()
+    except (OSError, ValueError):
+        return None
+    return [line.strip() for line in text.splitlines() if line.strip()]

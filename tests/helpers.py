@@ -1,0 +1,50 @@
+"""Shared helpers for tests: write a pipeline module, run the real `drypipe` CLI on it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_module(directory: Path, name: str, source: str) -> str:
+    """Write `<directory>/<name>.py` and return the module name."""
+    (directory / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+def drypipe(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120, check: bool = False):
+    """Run `python -m drypipe ARGS` in `cwd` (where pipeline modules live)."""
+    full_env = dict(os.environ, PYTHONPATH=f"{cwd}{os.pathsep}{REPO}", **(env or {}))
+    result = subprocess.run(
+        [sys.executable, "-m", "drypipe", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"drypipe {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def state_of(instance: Path, key: str) -> str | None:
+    markers = [p.name[6:] for p in (instance / ".drypipe" / key).glob("state.*")]
+    assert len(markers) <= 1, markers
+    return markers[0] if markers else None
+
+
+def output_vars(instance: Path, key: str) -> dict:
+    return json.loads((instance / ".drypipe" / key / "output_vars").read_text())
+
+
+def snapshot(instance: Path) -> dict[str, bytes]:
+    """Every file under the instance with its content, to prove nothing changed."""
+    if not instance.exists():
+        return {}
+    return {
+        str(p.relative_to(instance)): p.read_bytes()
+        for p in sorted(instance.rglob("*"))
+        if p.is_file() and not p.name.startswith(".orchestrator.")  # the run lock, not state
+    }

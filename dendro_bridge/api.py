@@ -22,8 +22,13 @@ class DendroApiError(RuntimeError):
 
 
 def resolve_api_url(base_url: str | None = None) -> str:
-    """Argument, then `DENDRO_API_URL`, then the hosted service."""
-    return (base_url or os.environ.get("DENDRO_API_URL") or DEFAULT_API_URL).rstrip("/")
+    """Argument, then `DENDRO_API_URL` (or pairio's `PAIRIO_API_URL`), then the hosted service."""
+    return (base_url or env_setting("API_URL") or DEFAULT_API_URL).rstrip("/")
+
+
+def env_setting(name: str) -> str | None:
+    """`DENDRO_<name>`, falling back to pairio's `PAIRIO_<name>`."""
+    return os.environ.get(f"DENDRO_{name}") or os.environ.get(f"PAIRIO_{name}") or None
 
 
 class ApiTransport:
@@ -38,17 +43,19 @@ class ApiTransport:
         payload = {"type": f"{endpoint}Request", **body}
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         url = f"{self.base_url}/api/{endpoint}"
-        for wait in (*_RETRY_WAITS_SEC, None):
+        waits = list(_RETRY_WAITS_SEC)
+        while True:
             try:
                 resp = self._session.post(url, json=payload, headers=headers, timeout=self.timeout_sec)
             except requests.ConnectionError as e:
-                if wait is None:
+                if not waits:
                     raise DendroApiError(endpoint, None, f"cannot reach {self.base_url}: {e}") from e
+            except requests.RequestException as e:  # e.g. a read timeout: the request may have been applied
+                raise DendroApiError(endpoint, None, str(e)) from e
             else:
-                if resp.status_code not in _TRANSIENT_STATUS or wait is None:
+                if resp.status_code not in _TRANSIENT_STATUS or not waits:
                     return self._decode(endpoint, resp)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+            time.sleep(waits.pop(0))
 
     @staticmethod
     def _decode(endpoint: str, resp: requests.Response) -> dict[str, Any]:

@@ -5,8 +5,11 @@ A spec file (YAML or JSON) has the shape of Dendro's `spec.json` (`name`, `descr
 processor for running it without containers:
 
 - `command`: argv list (or a string split like a shell would) run in the job's working
-  directory.  `{app_dir}`, `{inputs[NAME]}`, `{outputs[NAME]}`, `{parameters[NAME]}` and
-  `{job_file}` are substituted (double braces for literal ones).  Default: `[executable]`.
+  directory.  `{python}` (the compute resource's interpreter), `{app_dir}` (the spec file's
+  folder), `{inputs[NAME]}`, `{outputs[NAME]}` (local paths), `{parameters[NAME]}` (strings
+  as they are, other values as JSON) and `{job_file}` (all of these as JSON) are substituted;
+  double the braces of literal ones.  `dendro-sdk` commands get only `{python}` and
+  `{app_dir}`.  Default: `[executable]`.
 - `protocol`: `files` (default; the compute resource downloads inputs, runs the command
   and uploads outputs) or `dendro-sdk` (the executable is a `dendro.sdk` app that talks to
   the service itself, given the env vars JOB_ID, JOB_PRIVATE_KEY, DENDRO_API_URL ...).
@@ -90,7 +93,9 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     processors = spec.get("processors")
     if not isinstance(processors, list) or not processors:
         raise AppSpecError(f"app {spec['name']}: needs a non-empty list of processors")
-    normalized = [normalize_processor(p) for p in processors if isinstance(p, dict)]
+    # App-level `command` and `protocol` apply to processors that do not set their own.
+    defaults = {k: spec[k] for k in ("command", "protocol") if k in spec}
+    normalized = [normalize_processor({**defaults, **p}) for p in processors if isinstance(p, dict)]
     if len(normalized) != len(processors) or len({p["name"] for p in normalized}) != len(normalized):
         raise AppSpecError(f"app {spec['name']}: processors must be mappings with distinct names")
     return {"name": spec["name"], "description": spec.get("description", ""), "processors": normalized}

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dendro_bridge.api import ApiTransport
+from dendro_bridge.api import ApiTransport, env_setting
 from dendro_bridge.model import (
     DendroJob as DendroJobRecord,
     DendroJobDefinition,
@@ -33,7 +33,7 @@ class DendroClient:
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None):
         self.api = ApiTransport(base_url)
-        self.api_key = api_key or os.environ.get("DENDRO_API_KEY") or None
+        self.api_key = api_key or env_setting("API_KEY")
 
     def _require_key(self) -> str:
         if not self.api_key:
@@ -53,7 +53,7 @@ class DendroClient:
         delete_failing: bool = False,
         batch_id: str = "",
     ) -> "DendroJob":
-        """Create a job, or return the cached one with the same definition (see DENDRO.md 1.4)."""
+        """Create a job, or return the cached one with the same definition (docs/dendro.md)."""
         key = self._require_key()
         definition, dependencies = _resolve_inputs(job_definition)
         body = {

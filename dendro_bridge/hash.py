@@ -1,4 +1,4 @@
-"""The job-definition hash of the Dendro service (DENDRO.md 1.3).
+"""The job-definition hash of the Dendro service, computed as its Node code does.
 
 SHA-1 of deterministic JSON of the definition, after sorting input files, output files
 and parameters by name with JavaScript's `localeCompare` (ICU root collation).  pyuca's

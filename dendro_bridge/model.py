@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, ClassVar, TypeVar, Union
+from typing import Any, Callable, TypeVar, Union
 
 ParameterValue = Union[str, int, float, bool, None, list]
 W = TypeVar("W", bound="WireModel")
@@ -60,7 +60,8 @@ def _any(v: Any) -> bool:
 
 def wire(check: Callable[[Any], bool], *, optional: bool = False, default: Any = MISSING,
          nested: type | None = None) -> Any:
-    """Declare a wire field: its check, whether the key may be absent, and its nested model."""
+    """Declare a wire field: its check, its nested model, and whether the key may be absent
+    on the wire (`optional`: then it is never null either).  `default` is for Python callers."""
     if optional and default is MISSING:
         default = None
     if isinstance(default, list):
@@ -70,9 +71,6 @@ def wire(check: Callable[[Any], bool], *, optional: bool = False, default: Any =
 
 class WireModel:
     """Dataclass mixin: validation on construction plus strict/lenient wire conversion."""
-
-    # Fields sent even when None (the service needs an explicit null there).
-    _send_null: ClassVar[frozenset[str]] = frozenset()
 
     def __post_init__(self) -> None:
         for f in fields(self):  # type: ignore[arg-type]
@@ -92,7 +90,7 @@ class WireModel:
             if "check" not in f.metadata:
                 continue
             value = getattr(self, f.name)
-            if value is None and f.metadata.get("optional") and f.name not in self._send_null:
+            if value is None and f.metadata.get("optional"):
                 continue
             if f.metadata.get("nested") is not None:
                 value = [x.to_wire() for x in value]
@@ -112,11 +110,11 @@ class WireModel:
         kwargs: dict[str, Any] = {}
         for key, f in wire_fields.items():
             if key not in data:
-                if not f.metadata["optional"] and f.default is MISSING and f.default_factory is MISSING:
+                if strict and not f.metadata["optional"]:
                     raise ValidationError(f"missing key in {name}: {key}")
                 continue
             value = data[key]
-            if value is None and f.metadata["optional"] and strict and key not in cls._send_null:
+            if value is None and f.metadata["optional"] and strict:
                 raise ValidationError(f"null is not allowed for {name}.{key}")
             nested = f.metadata["nested"]
             if nested is not None:
@@ -156,9 +154,9 @@ class DendroJobInputFile(WireModel):
 
 @dataclass
 class DendroJobParameter(WireModel):
-    _send_null: ClassVar[frozenset[str]] = frozenset({"value"})
     name: str = wire(is_str)
-    value: ParameterValue = wire(is_parameter_value, optional=True)
+    # Always sent, as null when unset: the service rejects a parameter without `value`.
+    value: ParameterValue = wire(is_parameter_value, default=None)
 
 
 @dataclass
@@ -254,4 +252,3 @@ PairioJobInputFile = DendroJobInputFile
 PairioJobOutputFile = DendroJobOutputFile
 PairioJobParameter = DendroJobParameter
 PairioJobRequiredResources = DendroJobRequiredResources
-PairioJob = DendroJob

@@ -5,6 +5,7 @@ import fnmatch
 import inspect
 import os
 import sys
+import sysconfig
 from typing import Any, Callable, Iterable, Iterator
 
 from drypipe.errors import UserError
@@ -14,6 +15,13 @@ from drypipe.task_conf import TaskConf
 from drypipe.values import File, FileSet, InstanceFile, Matcher, Val, Var
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_NOT_USER_CODE = tuple(
+    p + os.sep for p in {_PACKAGE_DIR, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+)
+
+
+def _is_user_file(filename: str) -> bool:
+    return not filename.startswith("<") and not os.path.abspath(filename).startswith(_NOT_USER_CODE)
 
 
 def user_source_location() -> str:
@@ -21,7 +29,7 @@ def user_source_location() -> str:
     frame = inspect.currentframe()
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+        if _is_user_file(filename):
             return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
@@ -147,13 +155,17 @@ class DSL:
     # -- dynamic DAGs --------------------------------------------------------------------------
 
     def wait_for_tasks(self, *tasks: Any) -> list:
-        """One item (the task, or a tuple of tasks) once all are completed; else nothing."""
-        resolved = [self._resolve(t) for t in tasks]
-        pending = [t.key for t in resolved if not self.is_completed(t.key)]
-        self.evaluation.waited_keys.update(t.key for t in resolved)
+        """One item (the task, or a tuple of tasks) once all are completed; else nothing.
+
+        A key not yielded (yet) in this evaluation counts as not completed: it may be yielded
+        once other tasks complete.  If it never is, the run ends saying what it waits for."""
+        keys = [self._key_of(t) for t in tasks]
+        self.evaluation.waited_keys.update(keys)
+        pending = [k for k in keys if k not in self.evaluation.tasks or not self.is_completed(k)]
         if pending:
             self.evaluation.waits.append(f"wait_for_tasks({', '.join(pending)})")
             return []
+        resolved = [self.evaluation.tasks[k] for k in keys]
         return [resolved[0] if len(resolved) == 1 else tuple(resolved)]
 
     def wait_for_matching_tasks(self, *globs: str) -> list:
@@ -171,13 +183,13 @@ class DSL:
             matchers.append(Matcher(full, matched))
         return [matchers[0] if len(matchers) == 1 else tuple(matchers)]
 
-    def _resolve(self, task: Any) -> Task:
+    def _key_of(self, task: Any) -> str:
         if isinstance(task, Task):
-            return task
+            return task.key
         if isinstance(task, TaskBuilder):
-            return task.finished()
+            return task.finished().key
         if isinstance(task, str):
-            return self.task_by_key(self.prefix + task)
+            return self.prefix + task
         raise UserError(f"wait_for_tasks takes tasks or task keys, got {task!r}")
 
 
@@ -270,7 +282,7 @@ def _where(e: BaseException) -> str:
     where = "?"
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if not os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+        if _is_user_file(filename):
             where = f"{filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return where

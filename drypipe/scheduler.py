@@ -15,14 +15,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from drypipe import signature as sig
 from drypipe import state as st
+from drypipe.cache import CachePolicy, OutputCache, open_cache
+from drypipe.digests import DigestCache
 from drypipe.dsl import Evaluation, Pipeline, evaluate
 from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun, executor_class
 from drypipe.instance import Instance
 from drypipe.task import Task
 from drypipe.task_conf import TaskConf
-from drypipe.task_script import task_conf_document, write_task_files, write_task_lib
+from drypipe.task import read_output_vars
+from drypipe.task_script import task_conf_document, write_output_vars, write_task_files, write_task_lib
 
 log = logging.getLogger("drypipe")
 
@@ -37,6 +41,9 @@ class RunOptions:
     max_local_jobs: int = 1
     sleep_schedule: tuple[float, ...] = DEFAULT_SLEEP_SCHEDULE
     lost_grace_seconds: float = 30.0
+    keep_stale: bool = False
+    cache_url: str | None = None
+    cache_policy: CachePolicy = field(default_factory=CachePolicy)
     executor_options: dict = field(default_factory=dict)
 
 
@@ -98,6 +105,11 @@ class Scheduler:
         self.need_evaluation = True
         self.restarted: set[str] = set()
         self.sleep_index = 0
+        self.digests = DigestCache(instance.drypipe_dir / ".digests.json")
+        self.signer = sig.Signer(str(instance.root), self.digests)
+        self.cache: OutputCache | None = open_cache(options.cache_url) if options.cache_url else None
+        self.stale: dict[str, list] = {}  # key -> changed ingredients, for the summary
+        self.from_cache: set[str] = set()
 
     # -- public --------------------------------------------------------------------------------
 
@@ -112,12 +124,14 @@ class Scheduler:
         finally:
             for executor in self.executors.values():
                 executor.close()
+            self.digests.save()
             self.instance.unlock()
         return self.summary()
 
     def prepare(self) -> RunSummary:
         """Generate the task files and mark ready what can run, without launching anything."""
         self._start()
+        self.digests.save()
         self.instance.unlock()
         return self.summary()
 
@@ -196,15 +210,34 @@ class Scheduler:
         key = task.key
         self.tasks[key] = task
         self.confs[key] = task.task_conf
+        doc = task_conf_document(
+            task, task.task_conf.resolved_python_bin(), self.pipeline.pipeline_code_dir, self.pipeline.containers_dir
+        )
+        self.signer.add(doc)
         state = self.states.get(key)
-        if state != st.COMPLETED and not st.is_in_flight(state):
-            doc = task_conf_document(
-                task, task.task_conf.resolved_python_bin(), self.pipeline.pipeline_code_dir, self.pipeline.containers_dir
-            )
+        control = str(self.instance.control_dir(key))
+        if state == st.COMPLETED:
+            record = sig.read_record(control)
+            if record is None:  # completed by hand or before signatures were recorded: adopt
+                sig.write_record(control, self.signer.record(key))
+                return
+            if record["signature"] == self.signer.signature(key) or self.options.keep_stale:
+                return
+            self.stale[key] = sig.differences(record.get("ingredients", {}), self.signer.parts(key))
+            log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
+            write_task_files(self.instance, doc)
+            sig.write_record(control, self.signer.record(key))
+            (self.instance.control_dir(key) / "cached").unlink(missing_ok=True)
+            if st.transition(control, st.COMPLETED, st.WAITING):
+                self._set_state(key, st.WAITING)
+            state = self.states[key]
+        elif not st.is_in_flight(state):
             if state is None or self._disk_digest(key) != doc["digest"]:
                 write_task_files(self.instance, doc)
+            if (sig.read_record(control) or {}).get("signature") != self.signer.signature(key):
+                sig.write_record(control, self.signer.record(key))
             if state is None:
-                st.transition(str(self.instance.control_dir(key)), None, st.WAITING)
+                st.transition(control, None, st.WAITING)
                 self._set_state(key, st.WAITING)
                 state = st.WAITING
         if state == st.COMPLETED or st.is_in_flight(state):
@@ -256,9 +289,12 @@ class Scheduler:
     # -- completions ---------------------------------------------------------------------------
 
     def _on_state(self, key: str, new: str | None) -> None:
+        was_running = key in self.in_flight
         self._set_state(key, new)
         if not st.is_terminal(new):
             return
+        if was_running and key in self.signer.docs:
+            self._record_outcome(key, new)
         self.in_flight.pop(key, None)
         self.dead_since.pop(key, None)
         self.ready.pop(key, None)
@@ -275,6 +311,60 @@ class Scheduler:
             fnmatch.fnmatchcase(key, g) for g in self.evaluation.waited_globs
         ):
             self.need_evaluation = True
+
+    def _record_outcome(self, key: str, new: str) -> None:
+        """Record the output digests of a task that ran, and publish it to the shared cache."""
+        control = self.instance.control_dir(key)
+        output_dir = self.instance.output_dir(key)
+        record = sig.read_record(control) or self.signer.record(key)
+        files: dict[str, str] = {}
+        if new == st.COMPLETED:
+            for spec in self.signer.docs[key]["outputs"]:
+                pattern = spec.get("path") or spec.get("glob")
+                if spec["kind"] == "var" or not pattern:
+                    continue
+                for path in sorted(output_dir.glob(pattern)):
+                    if path.is_file():
+                        files[str(path.relative_to(output_dir))] = self.digests.digest(path)
+            record["outputs"] = files
+            sig.write_record(control, record)
+        if self.cache is not None:
+            status = "completed" if new == st.COMPLETED else "failed"
+            try:
+                self.cache.publish(record["signature"], key, status, read_output_vars(str(control)), files, output_dir)
+            except OSError as e:
+                log.warning("task %s: could not publish to cache %s: %s", key, self.cache.url, e)
+
+    def _restore_from_cache(self, key: str) -> bool:
+        """Complete (or fail) a ready task from the shared cache instead of running it."""
+        signature = self.signer.signature(key)
+        manifest = self.cache.manifest(signature)
+        if manifest is None:
+            return False
+        control = self.instance.control_dir(key)
+        if manifest.get("status") == "failed":
+            if self.options.cache_policy.delete_failing:
+                self.cache.delete(signature)
+            if self.options.cache_policy.rerun_failing or self.options.cache_policy.delete_failing:
+                return False
+            new = "failed.0"
+            _append_log_line(control, f"state.{new} failed before with the same signature (from cache {self.cache.url}; --rerun-failing runs it again)")
+        else:
+            if not self.cache.restore(signature, manifest, self.instance.output_dir(key)):
+                return False
+            write_output_vars(control, manifest.get("output_vars", {}))
+            record = self.signer.record(key)
+            record["outputs"] = manifest["files"]
+            sig.write_record(control, record)
+            (control / "cached").write_text(f"{self.cache.url} {signature}\n")
+            new = st.COMPLETED
+            _append_log_line(control, f"state.completed from cache {self.cache.url}")
+        if st.transition(str(control), self.states.get(key), new):
+            self.ready.pop(key, None)
+            self.from_cache.add(key)
+            self._on_state(key, new)
+            return True
+        return False
 
     def _poll(self) -> bool:
         changed = False
@@ -298,7 +388,9 @@ class Scheduler:
             if not unfinished:
                 continue
             for key, liveness in executor.poll(unfinished).items():
-                if not liveness.alive:
+                if liveness.alive:
+                    self.dead_since.pop(key, None)
+                else:
                     changed |= self._on_dead(self.in_flight[key], liveness)
         return changed
 
@@ -340,8 +432,12 @@ class Scheduler:
         in_flight: dict[str, int] = defaultdict(int)
         for run in self.in_flight.values():
             in_flight[run.task_conf.executer_type] += 1
+        restored = False
         for key, start in list(self.ready.items()):
             if self.options.until and fnmatch.fnmatchcase(key, self.options.until):
+                continue
+            if self.cache is not None and not self.options.cache_policy.skip_cache and self._restore_from_cache(key):
+                restored = True
                 continue
             conf = self.confs[key]
             name = conf.executer_type
@@ -352,7 +448,7 @@ class Scheduler:
             if room is not None and len(batches[name]) >= room:
                 continue
             batches[name].append(TaskRun(key, self.instance.root, conf, start))
-        launched = False
+        launched = restored
         for name, runs in batches.items():
             if runs:
                 self._launch(self._executor(name), runs)
@@ -376,7 +472,8 @@ class Scheduler:
         except UserError as e:
             for run in claimed:
                 st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)
-            raise UserError(f"task {claimed[0].key}: {e}") from e
+            message = str(e)
+            raise UserError(message if message.startswith(("task ", "tasks ")) else f"task {claimed[0].key}: {message}") from e
         for run in claimed:
             run.handle = handles.get(run.key)
             self.ready.pop(run.key, None)
@@ -421,6 +518,10 @@ class Scheduler:
 
 
 def _append_log(run: TaskRun, message: str) -> None:
+    _append_log_line(run.control_dir, f"{message} (recorded by the orchestrator)")
+
+
+def _append_log_line(control_dir, message: str) -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with open(run.control_dir / "drypipe.log", "a") as f:
-        f.write(f"{stamp} {time.time():.6f} {message} (recorded by the orchestrator)\n")
+    with open(control_dir / "drypipe.log", "a") as f:
+        f.write(f"{stamp} {time.time():.6f} {message}\n")

@@ -2,6 +2,8 @@
 serialisable specification (what task-conf.json records)."""
 from __future__ import annotations
 
+import glob
+import hashlib
 import inspect
 import json
 import os
@@ -84,8 +86,6 @@ class Task:
         if isinstance(decl, File):
             return os.path.join(instance_dir, "output", self.key, decl.name)
         pattern = os.path.join(instance_dir, "output", self.key, decl.glob)
-        import glob
-
         return [
             FileHandle(instance_dir, os.path.relpath(p, instance_dir)) for p in sorted(glob.glob(pattern))
         ]
@@ -283,7 +283,12 @@ def _python_step(task: Task, func: Callable) -> dict[str, Any]:
         raise UserError(f"task {task.key!r}: function {name} is not decorated with @DryPipe.python_call()")
     module = func.__module__
     file = inspect.getsourcefile(func) or ""
+    try:
+        source = inspect.getsource(func)
+    except OSError:
+        source = func.__code__.co_code.hex()
     return {"kind": "python", "module": module, "function": name,
+            "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
             "file": os.path.abspath(file) if file else None,
             "sys_path": _module_root(module, file)}
 

@@ -136,3 +136,10 @@ __run_step() {{
 source "$__pipeline_instance_dir/{LIB_RELATIVE_PATH}" || exit 1
 __main "$@"
 """
+
+
+def write_output_vars(control_dir, values: dict[str, str]) -> None:
+    """Record output variables in both forms the task runtime uses (JSON and bash)."""
+    write_atomic(os.path.join(control_dir, "output_vars.sh"),
+                 "".join(f"export {n}={q(v)}\n" for n, v in values.items()))
+    write_atomic(os.path.join(control_dir, "output_vars"), json.dumps(values, ensure_ascii=False) + "\n")

@@ -16,6 +16,7 @@ makes the task record `timed-out.N` shortly before the time limit.
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 from drypipe import state as st
 from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
+from drypipe.proc import process_matches
 from executors import slurm_client as sc
 from executors import slurm_files as sf
 
@@ -42,6 +44,9 @@ class SlurmExecutor(Executor):
         self._accounting: bool | None = None
         self._job_ids: dict[str, str] = {}  # task key -> job id, a cache of slurm_job_id
         self._prepared: set[str] = set()
+        self._listed: dict[str, tuple[int, int]] = {}
+        self._listed_numbers: set[int] | None = None
+        self._never_submitted: set[int] = set()
         self.poll_count = 0
 
     # -- cluster facts, read once --------------------------------------------------------------
@@ -84,16 +89,24 @@ class SlurmExecutor(Executor):
                     job_id = self.submit_array(part)
                 except UserError as e:
                     if submitted:  # all or nothing: the loop restores every task's marker
-                        sc.scancel(submitted)
-                        for key in handles:
-                            self._job_ids.pop(key, None)
+                        self._roll_back(submitted, [t for t in tasks if t.key in handles])
                     keys = [t.key for t in part]
                     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-                    raise UserError(f"{e} (submitting {shown})") from None
+                    raise UserError(f"task{'s' if len(keys) > 1 else ''} {shown}: {e}") from None
                 submitted.append(job_id)
                 for i, task in enumerate(part):
                     handles[task.key] = f"{job_id}_{i}"
         return handles
+
+    def _roll_back(self, job_ids: list[str], tasks: list[TaskRun]) -> None:
+        """Cancel arrays submitted by a launch call that then failed, and forget their ids."""
+        error = sc.scancel(job_ids)
+        if error:
+            log.warning("scancel: %s", error)
+        for task in tasks:
+            handle = self._job_ids.pop(task.key, None)
+            if handle and sf.read_job_id(task.control_dir) == handle:
+                (task.control_dir / sf.JOB_ID_FILE).unlink(missing_ok=True)
 
     def submit_array(self, tasks: list[TaskRun]) -> str:
         """Submit tasks (same TaskConf, at most MaxArraySize) as one job array; its job id."""
@@ -111,27 +124,47 @@ class SlurmExecutor(Executor):
         log.info("slurm: submitted %d task(s) as job array %s (array-%d)", len(tasks), job_id, number)
         return job_id
 
+    # -- single jobs and parents (the `drypipe sbatch` / `array-*` commands) ------------------
+
+    def sbatch_command(self, task: TaskRun) -> list[str]:
+        """The sbatch command line that submits one task (what sbatch-launcher.sh runs)."""
+        return sf.single_sbatch_args(task.task_conf, self.root, task.key, task.start_step)
+
+    def submit_one(self, task: TaskRun, extra_options: tuple[str, ...] = ()) -> str:
+        """Submit one task as a plain job through its sbatch-launcher.sh; its job id."""
+        launcher = sf.write_task_launcher(self.root, task.key, task.task_conf)
+        self._prepared.add(task.key)
+        args = [str(launcher), "--at-step", str(task.start_step), *extra_options]
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=sc.COMMAND_TIMEOUT,
+                                  stdin=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{launcher} did not finish within {sc.COMMAND_TIMEOUT:.0f} s") from None
+        if done.returncode != 0:
+            raise UserError(f"sbatch failed (exit code {done.returncode}): {sc.error_text(done.stderr)}")
+        job_id = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if not sc.is_job_id(job_id):
+            raise UserError(f"{launcher} printed no job id: {done.stdout.strip()!r}")
+        self._job_ids[task.key] = job_id
+        return job_id
+
+    def create_parent(self, parent: str, keys: list[str]) -> Path:
+        return sf.write_parent(self.root, parent, keys)
+
+    def parent_keys(self, parent: str) -> list[str] | None:
+        return sf.read_parent(self.root, parent)
+
     # -- poll ----------------------------------------------------------------------------------
 
     def poll(self, tasks: list[TaskRun]) -> dict[str, Liveness]:
         self.poll_count += 1
-        result: dict[str, Liveness] = {}
-        ids: dict[str, str] = {}
-        without_id: list[TaskRun] = []
-        for task in tasks:
-            job_id = self._job_id(task)
-            if job_id:
-                ids[task.key] = job_id
-            else:
-                without_id.append(task)
-        if without_id:
-            result.update(self._recover(without_id, ids))
+        ids, unsubmitted, result = self._resolve_job_ids(tasks)
         log.debug("slurm poll %d: %d task(s), %d job id(s)", self.poll_count, len(tasks), len(ids))
         if not ids:
             return result
         try:
             statuses = sc.squeue(_array_ids(ids.values()))
-            gone = [j for j in ids.values() if j not in statuses]
+            gone = [j for j in ids.values() if j not in statuses and j.split("_")[0] not in statuses]
             if gone and self._accounting_available():
                 try:
                     statuses.update(sc.sacct(gone))
@@ -141,18 +174,19 @@ class SlurmExecutor(Executor):
         except sc.SlurmUnavailable as e:
             log.warning("slurm: %s; job states unknown this cycle", e)
             return {**result, **{key: Liveness(alive=True) for key in ids}}
+        by_key = {t.key: t for t in tasks}
         for key, job_id in ids.items():
-            status = statuses.get(job_id)
+            # An array cancelled before any element started is listed as the array job alone.
+            status = statuses.get(job_id) or statuses.get(job_id.split("_")[0])
             if status is not None and status.alive:
                 result[key] = Liveness(alive=True)
-                continue
-            task = next(t for t in tasks if t.key == key)
-            newer = sf.read_job_id(task.control_dir)
-            if newer and newer != job_id:  # resubmitted meanwhile (e.g. `drypipe sbatch`)
-                self._job_ids[key] = newer
+            elif key in unsubmitted:
+                result[key] = Liveness(False, st.READY, "its last job array was never submitted")
+            elif (newer := sf.read_job_id(by_key[key].control_dir)) and newer != job_id:
+                self._job_ids[key] = newer  # resubmitted meanwhile (e.g. `drypipe sbatch`)
                 result[key] = Liveness(alive=True)
-                continue
-            result[key] = _ended(job_id, status)
+            else:
+                result[key] = _ended(job_id, status)
         return result
 
     def _accounting_available(self) -> bool:
@@ -160,44 +194,99 @@ class SlurmExecutor(Executor):
             _ = self.config
         return bool(self._accounting)
 
-    def _job_id(self, task: TaskRun) -> str | None:
-        job_id = self._job_ids.get(task.key)
-        if job_id is None:
-            if sc.is_job_id(task.handle):
-                job_id = task.handle
-            else:
-                job_id = sf.read_job_id(task.control_dir)
-            if job_id:
-                self._job_ids[task.key] = job_id
-        return job_id
+    # -- which job is a task's (adoption) ------------------------------------------------------
 
-    def _recover(self, tasks: list[TaskRun], ids: dict[str, str]) -> dict[str, Liveness]:
-        """Tasks marked launched without a recorded job id: the orchestrator stopped between
-        writing the array list and recording the job ids (or before sbatch ever ran).  Find the
-        array they were listed in and its job; tasks in no submitted array were never started."""
-        where = self.arrays.index({t.key for t in tasks})
-        unknown_arrays = {where[t.key][0] for t in tasks if t.key in where and self.arrays.job_of(where[t.key][0]) is None}
-        found_jobs: dict[int, str] = {}
-        if unknown_arrays:
-            rows = sc.squeue_by_name(self.job_name, "%F|%k") or []
-            for row in rows:
+    def _resolve_job_ids(self, tasks: list[TaskRun]) -> tuple[dict[str, str], set[str], dict[str, Liveness]]:
+        """The job of each task: from this executor's memory, else (a task adopted from an
+        earlier orchestrator) from its slurm_job_id checked against the array lists.
+
+        Returns (job ids to ask Slurm about, keys whose newest array was never submitted,
+        outcomes already known)."""
+        ids: dict[str, str] = {}
+        unsubmitted: set[str] = set()
+        known: dict[str, Liveness] = {}
+        lookup: dict[str, tuple[int, int, str | None]] = {}
+        for task in tasks:
+            job_id = self._job_ids.get(task.key)
+            if job_id is None and sc.is_job_id(task.handle):
+                job_id = self._job_ids[task.key] = task.handle
+            if job_id:
+                ids[task.key] = job_id
+                continue
+            control = task.control_dir
+            recorded = sf.read_job_id(control)
+            if st.read_state(str(control)) != st.LAUNCHED:
+                # The task started: the array launcher recorded its job before running it.
+                if recorded:
+                    ids[task.key] = self._job_ids[task.key] = recorded
+                else:
+                    known[task.key] = _started_without_job(task)
+                continue
+            # Still `launched`: the orchestrator may have died between writing the array list
+            # and recording job ids, and slurm_job_id may name the job of an earlier attempt.
+            listed = self._listing().get(task.key)
+            if listed is None:
+                if recorded:
+                    ids[task.key] = self._job_ids[task.key] = recorded
+                else:
+                    known[task.key] = Liveness(False, st.READY, "no Slurm job was ever submitted for it")
+                continue
+            number, index = listed
+            job = self.arrays.job_of(number)
+            if job is None:
+                lookup[task.key] = (number, index, recorded)
+            else:
+                ids[task.key] = self._adopt_id(task, recorded, f"{job}_{index}")
+        if lookup:
+            found = self._find_arrays({number for number, _, _ in lookup.values()})
+            for key, (number, index, recorded) in lookup.items():
+                task = next(t for t in tasks if t.key == key)
+                if number in found:
+                    ids[key] = self._adopt_id(task, recorded, f"{found[number]}_{index}")
+                elif recorded:  # unless that earlier job still runs, the task never started
+                    ids[key] = recorded
+                    unsubmitted.add(key)
+                else:
+                    known[key] = Liveness(False, st.READY, "its job array was never submitted")
+        return ids, unsubmitted, known
+
+    def _adopt_id(self, task: TaskRun, recorded: str | None, listed: str) -> str:
+        """The newer of the recorded job id and the one of the newest array listing the task
+        (Slurm job ids only grow: a later `drypipe sbatch` wins over an older array)."""
+        if recorded and recorded != listed and _job_number(recorded) > _job_number(listed):
+            chosen = recorded
+        else:
+            chosen = listed
+            if recorded != listed:
+                sf.write_job_id(task.control_dir, listed)
+        self._job_ids[task.key] = chosen
+        return chosen
+
+    def _listing(self) -> dict[str, tuple[int, int]]:
+        """key -> (array number, index) of the newest array list naming it; rebuilt only when
+        array lists appeared (read for adopted tasks, not in steady state)."""
+        numbers = set(self.arrays.numbers())
+        if numbers != self._listed_numbers:
+            self._listed = self.arrays.index(None)
+            self._listed_numbers = numbers
+        return self._listed
+
+    def _find_arrays(self, numbers: set[int]) -> dict[int, str]:
+        """Job ids of arrays whose sbatch returned but was never recorded: one `squeue` by the
+        instance's job name, matching each array's `--comment=drypipe array-<n>`."""
+        todo = numbers - self._never_submitted
+        found: dict[int, str] = {}
+        if todo:
+            rows = sc.squeue_by_name(self.job_name, "%F|%k")
+            for row in rows or []:
                 if len(row) == 2 and row[1].startswith("drypipe array-"):
                     number = row[1][len("drypipe array-"):]
-                    if number.isdigit() and int(number) in unknown_arrays:
-                        found_jobs[int(number)] = row[0]
+                    if number.isdigit() and int(number) in todo:
+                        found[int(number)] = row[0]
                         self.arrays.record_job(int(number), row[0])
-        result = {}
-        for task in tasks:
-            number, index = where.get(task.key, (None, None))
-            job = None if number is None else (self.arrays.job_of(number) or found_jobs.get(number))
-            if job:
-                job_id = f"{job}_{index}"
-                sf.write_job_id(task.control_dir, job_id)
-                self._job_ids[task.key] = job_id
-                ids[task.key] = job_id
-            else:
-                result[task.key] = Liveness(False, st.READY, "no Slurm job was ever submitted for it")
-        return result
+            if rows is not None:
+                self._never_submitted |= todo - set(found)
+        return found
 
     # -- kill ----------------------------------------------------------------------------------
 
@@ -205,8 +294,7 @@ class SlurmExecutor(Executor):
         """One `scancel` for all the tasks' jobs.  Running tasks record killed.N themselves
         (SIGTERM); this waits up to `wait_seconds` for that.  A task whose job was still pending
         never ran: it is marked killed.0 here, since no task script will do it."""
-        ids = {t.key: self._job_id(t) for t in tasks}
-        ids = {k: v for k, v in ids.items() if v}
+        ids, _, _ = self._resolve_job_ids(tasks)
         if not ids:
             return
         error = sc.scancel(ids.values())
@@ -226,7 +314,7 @@ class SlurmExecutor(Executor):
             if launched:
                 statuses = self._statuses([ids[k] for k in launched])
                 for key in launched if statuses is not None else ():
-                    status = statuses.get(ids[key])
+                    status = statuses.get(ids[key]) or statuses.get(ids[key].split("_")[0])
                     if status is None or not status.alive:
                         control = by_key[key].control_dir
                         if st.transition(str(control), st.LAUNCHED, "killed.0"):
@@ -246,6 +334,23 @@ class SlurmExecutor(Executor):
 def _array_ids(job_ids) -> set[str]:
     """`123_4` -> `123`: squeue -r -j 123 lists every element of array 123."""
     return {j.split("_")[0] for j in job_ids}
+
+
+def _job_number(job_id: str) -> int:
+    head = job_id.split("_")[0]
+    return int(head) if head.isdigit() else -1
+
+
+def _started_without_job(task: TaskRun) -> Liveness:
+    """A task that started though no job id was recorded: run by hand, or `drypipe sbatch`
+    died before recording.  Alive while its process (on this host) is."""
+    try:
+        pid, start_time, *_ = (task.control_dir / "pid").read_text().split()
+        if process_matches(int(pid), start_time):
+            return Liveness(alive=True)
+    except (OSError, ValueError):
+        pass
+    return Liveness(False, st.LOST, "started, but no Slurm job id was recorded and its process is not on this host")
 
 
 def _ended(job_id: str, status: sc.JobStatus | None) -> Liveness:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from drypipe.errors import UserError
 
@@ -65,7 +65,7 @@ class SlurmUnavailable(Exception):
 def _run(args: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
     log.debug("slurm: %s", " ".join(args) if len(args) < 12 else " ".join(args[:12]) + " ...")
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
     except FileNotFoundError:
         raise UserError(
             f"`{args[0]}` not found on PATH: the slurm executor must run where the Slurm client "
@@ -203,8 +203,24 @@ def _parse_status_lines(text: str, sep: str) -> dict[str, JobStatus]:
         parts = line.split(sep, 2)
         if len(parts) >= 2 and parts[0]:
             reason = parts[2].strip() if len(parts) > 2 else ""
-            statuses[parts[0].strip()] = JobStatus(parts[1].strip(), "" if reason == "None" else reason)
+            status = JobStatus(parts[1].strip(), "" if reason == "None" else reason)
+            for job_id in expand_job_id(parts[0].strip()):
+                statuses[job_id] = status
     return statuses
+
+
+def expand_job_id(text: str) -> list[str]:
+    """`123_[0-2,5%2]` -> 123_0 123_1 123_2 123_5 (unsplit array elements); others as they are.
+    A pending array cancelled before any element started shows as plain `123`."""
+    head, sep, tail = text.partition("_")
+    if not sep or not tail.startswith("["):
+        return [text]
+    ids = []
+    for part in tail.strip("[]").split("%")[0].split(","):
+        low, dash, high = part.partition("-")
+        if low.isdigit() and (not dash or high.isdigit()):
+            ids.extend(f"{head}_{i}" for i in range(int(low), int(high if dash else low) + 1))
+    return ids
 
 
 def _id_order(job_id: str):

@@ -19,8 +19,8 @@ import hashlib
 import os
 import re
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from drypipe.instance import write_atomic
 from drypipe.task_conf import TaskConf
@@ -250,13 +250,13 @@ class ArrayFiles:
             return []
         return [line.split(" ")[0] for line in text.splitlines() if line.strip()]
 
-    def index(self, wanted: set[str]) -> dict[str, tuple[int, int]]:
-        """Where each wanted key was last listed: key -> (array number, element index).
-        Reads every list file: only for the rare recovery of a task without a job id."""
+    def index(self, wanted: set[str] | None = None) -> dict[str, tuple[int, int]]:
+        """Where each key (or each wanted key) was last listed: key -> (array number, index).
+        Reads every list file: for adopting tasks, not in steady state."""
         found: dict[str, tuple[int, int]] = {}
         for number in sorted(self.numbers()):
             for i, key in enumerate(self.keys_of(number)):
-                if key in wanted:
+                if wanted is None or key in wanted:
                     found[key] = (number, i)
         return found
 

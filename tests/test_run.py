@@ -67,7 +67,7 @@ def test_missing_output_file_fails_naming_it(tmp_path):
     result = drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path)
     assert result.returncode == 1
     assert state_of(instance, "nofile") == "failed.0"
-    assert "missing output file(s): expected.txt" in result.stderr
+    assert "missing output(s): expected.txt" in result.stderr
 
 
 def test_multi_step_restart_failed_resumes_at_failed_step(tmp_path):

@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote
 
 import fsspec
 
@@ -68,11 +68,6 @@ class UrlSigner:
             raise AccessDenied("signed URL expired")
         if not hmac.compare_digest(signature, self._signature(method, key, int(expires))):
             raise AccessDenied("bad signature")
-
-    @staticmethod
-    def query_of(url: str) -> tuple[str | None, str | None]:
-        q = parse_qs(urlsplit(url).query)
-        return q.get("expires", [None])[0], q.get("signature", [None])[0]
 
 
 class ObjectStore:

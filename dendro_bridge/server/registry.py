@@ -66,7 +66,6 @@ class Context:
     token: str | None
     signer: UrlSigner
     objects: ObjectStore
-    public_downloads: bool
     now: float = field(default_factory=time.time)
 
     def user(self) -> dict[str, Any]:

@@ -10,7 +10,23 @@ from drypipe.errors import UserError
 
 
 class DryPipeGroup(click.Group):
-    """Turns UserError into one clear line and exit code 1 (traceback with -vv)."""
+    """Turns UserError into one clear line and exit code 1 (traceback with -vv).
+
+    Command groups of other packages are imported only when used (`drypipe dendro ...`
+    loads the Dendro service code; `drypipe run` does not)."""
+
+    lazy_groups = {"dendro": ("dendro_bridge.cli", "dendro")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy_groups])
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.lazy_groups and name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy_groups[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name=name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -50,4 +66,4 @@ def main() -> None:
     cli(prog_name="drypipe")
 
 
-from drypipe.cli import run_commands, task_commands  # noqa: E402,F401  (registers subcommands)
+from drypipe.cli import cache_commands, run_commands, slurm_commands, task_commands  # noqa: E402,F401  (registers subcommands)

@@ -8,6 +8,7 @@ import time
 import click
 
 from drypipe import state as st
+from drypipe.cache import CachePolicy
 from drypipe.cli import cli
 from drypipe.cli.options import (
     generator_option,
@@ -23,8 +24,12 @@ from drypipe.task_info import failure_reason, log_tail
 log = logging.getLogger("drypipe")
 
 
-def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs) -> RunOptions:
+def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs, **cache) -> RunOptions:
     return RunOptions(
+        keep_stale=cache.get("keep_stale", False),
+        cache_url=cache.get("cache_url"),
+        cache_policy=CachePolicy(cache.get("skip_cache", False), cache.get("rerun_failing", False),
+                                 cache.get("delete_failing", False)),
         until=until,
         restart_failed=restart_failed,
         reset_failed=reset_failed,
@@ -43,9 +48,16 @@ def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs
 @click.option("--max-local-jobs", type=click.IntRange(min=1), envvar="DRYPIPE_MAX_LOCAL_JOBS",
               help="Most local task processes at once (default: number of CPUs).")
 @click.option("--dry-run", is_flag=True, help="Print what would run, change nothing.")
+@click.option("--keep-stale", is_flag=True, help="Do not rerun completed tasks whose code or inputs changed.")
+@click.option("--cache", "cache_url", envvar="DRYPIPE_CACHE", metavar="URL",
+              help="Shared output cache: a directory or any fsspec URL such as s3://bucket/prefix (env DRYPIPE_CACHE).")
+@click.option("--skip-cache", is_flag=True, help="Never restore from the cache (still publish to it).")
+@click.option("--rerun-failing", is_flag=True, help="Run tasks whose cached outcome is a failure again.")
+@click.option("--delete-failing", is_flag=True, help="Like --rerun-failing, and delete the failed cache entries.")
 @sleep_schedule_option
 @click.pass_context
-def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_local_jobs, dry_run, sleep_schedule):
+def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_local_jobs, dry_run, keep_stale,
+        cache_url, skip_cache, rerun_failing, delete_failing, sleep_schedule):
     """Generate tasks and run the pipeline until nothing more can run.
 
     Re-running is safe at any time: completed tasks are never run again, tasks still
@@ -56,11 +68,17 @@ def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_l
     if dry_run or ctx.obj["dry_run"]:
         _dry_run(pipeline, instance)
         return
-    options = _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs)
+    options = _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs,
+                       keep_stale=keep_stale, cache_url=cache_url, skip_cache=skip_cache,
+                       rerun_failing=rerun_failing, delete_failing=delete_failing)
     verbose = ctx.obj["verbosity"] > 0
     started = time.monotonic()
     scheduler = Scheduler(pipeline, instance, options, on_change=_printer(verbose))
     summary = scheduler.run()
+    for key, changes in sorted(scheduler.stale.items()):
+        click.echo(f"{key} was stale ({', '.join(c[0] for c in changes)} changed): rerun")
+    if scheduler.from_cache:
+        click.echo(f"{len(scheduler.from_cache)} tasks restored from cache {cache_url}")
     _print_summary(instance, summary, time.monotonic() - started)
     ctx.exit(0 if summary.succeeded or (until and not summary.failed) else 1)
 

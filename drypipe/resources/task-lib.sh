@@ -156,16 +156,16 @@ __on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Sl
     [[ -n ${__child:-} ]] && kill -TERM -- "-$__child" 2>/dev/null
 }
 
-__run() {
-    local start=$1 step rc state missing f
+__run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
+    local __start=$1 __step __rc __state __f __missing=()
     __load_env
     mkdir -p "$__task_output_dir" "$__scratch_dir"
     __write_pid
-    if [[ -z $start ]]; then
-        state=$(__current_state) || state=""
-        case $state in
-            failed.*|killed.*|timed-out.*) start=${state##*.} ;;
-            *) start=0 ;;
+    if [[ -z $__start ]]; then
+        __state=$(__current_state) || __state=""
+        case $__state in
+            failed.*|killed.*|timed-out.*) __start=${__state##*.} ;;
+            *) __start=0 ;;
         esac
     fi
     __signalled=""
@@ -173,39 +173,42 @@ __run() {
     trap '__on_signal timed-out' USR1
     set -m  # each step runs in its own process group, so `task kill` stops all of it
     cd "$__task_output_dir" || exit 1
-    for ((step = start; step < __step_count; step++)); do
-        __transition "step-started.$step"
-        ( __load_env; __before_step; __run_step "$step" ) \
-            >> "$__out_log" 2>&1 &
+    for ((__step = __start; __step < __step_count; __step++)); do
+        __transition "step-started.$__step"
+        ( __load_env; __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
         __child=$!
         while :; do
-            wait "$__child"; rc=$?
+            wait "$__child"; __rc=$?
             # a trapped signal interrupts `wait` with rc > 128 while the child still runs
             kill -0 "$__child" 2>/dev/null || break
         done
         __child=""
         if [[ -n $__signalled ]]; then
-            __transition "$__signalled.$step" "signal"
+            __transition "$__signalled.$__step" "signal"
             exit 143
         fi
-        if (( rc != 0 )); then
-            __transition "failed.$step" "exit code $rc"
-            echo "drypipe: task $__task_key: step $step failed with exit code $rc" >> "$__out_log"
-            exit "$rc"
+        if (( __rc != 0 )); then
+            __transition "failed.$__step" "exit code $__rc"
+            echo "drypipe: task $__task_key: step $__step failed with exit code $__rc" >> "$__out_log"
+            exit "$__rc"
         fi
         __write_output_vars_json
-        (( step + 1 < __step_count )) && __transition "step-completed.$step"
+        (( __step + 1 < __step_count )) && __transition "step-completed.$__step"
     done
-    missing=()
-    for f in "${__output_files[@]}"; do
-        [[ -e $f ]] || missing+=("${f#"$__task_output_dir"/}")
+    for __f in "${__output_files[@]}"; do
+        [[ -e $__f ]] || __missing+=("${__f#"$__task_output_dir"/}")
     done
-    if (( ${#missing[@]} )); then
-        __transition "failed.$((__step_count - 1))" "missing output file(s): ${missing[*]}"
-        echo "drypipe: task $__task_key: missing output file(s): ${missing[*]}" >> "$__out_log"
+    # shellcheck disable=SC1091
+    [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
+    for __f in "${__output_var_names[@]}"; do
+        [[ -v $__f ]] || __missing+=("variable $__f")
+    done
+    if (( ${#__missing[@]} )); then
+        __transition "failed.$((__step_count - 1))" "missing output(s): ${__missing[*]}"
+        echo "drypipe: task $__task_key: missing output(s): ${__missing[*]}" >> "$__out_log"
         exit 1
     fi
-    __write_output_vars_json
+    [[ $__scratch_dir == "$__task_output_dir/scratch" ]] && rmdir "$__scratch_dir" 2>/dev/null
     __transition completed
 }
 

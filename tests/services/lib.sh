@@ -1,4 +1,5 @@
 # Helpers shared by slurm.sh, sshd.sh and s3.sh. Sourced, not run.
+# shellcheck shell=bash
 #
 # The rules they implement (shared/INFRA.md): every server listens on 127.0.0.1 only,
 # daemons are started directly and their pids recorded, and they are stopped by those
@@ -14,7 +15,7 @@ log() {
 die() { log "ERROR: $*"; exit 1; }
 
 # parse_args "ACTION1 ACTION2" "$@": checks the arguments, sets ACTION and STATE_DIR
-# (absolute, created if missing).
+# (absolute; created by start; for other actions a missing one means "not running").
 parse_args() {
     local actions=$1; shift
     ACTION=${1:-}
@@ -22,12 +23,39 @@ parse_args() {
         echo "usage: $0 {${actions// /|}} STATE_DIR" >&2
         exit 2
     fi
-    mkdir -p "$2"
+    if [ "$ACTION" = start ]; then
+        mkdir -p "$2"
+    elif [ ! -d "$2" ]; then
+        log "no state directory $2: not running"
+        [ "$ACTION" = status ] && exit 1
+        exit 0
+    fi
+    # shellcheck disable=SC2034  # used by the script that sources this file
     STATE_DIR=$(cd "$2" && pwd -P)
 }
 
 # The system python: starts fast (no pyenv shim) and is always there after install.sh.
 PY=/usr/bin/python3
+SERVICES_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# procs ARGS...: pids of leftover processes tied to this server (see procs.py).
+procs() { "$PY" -S "$SERVICES_DIR/procs.py" "$@"; }
+
+# kill_pids "PID PID...": SIGTERM, then SIGKILL what is still alive after 2 s.
+kill_pids() {
+    local pids=$1 i p alive
+    [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do
+        alive=""
+        for p in $pids; do readlink "/proc/$p/exe" >/dev/null 2>&1 && alive+=" $p"; done
+        [ -n "$alive" ] || return 0
+        sleep 0.05
+    done
+    # shellcheck disable=SC2086
+    kill -KILL $alive 2>/dev/null || true
+}
 
 # free_ports N: prints N distinct free TCP ports on 127.0.0.1, one per line. All sockets
 # are held open until every port is chosen, so the N ports differ. (The port could in
@@ -91,12 +119,16 @@ stop_pidfile() {
     log "$name (pid $pid) stopped"
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.05 s until it succeeds.
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.05 s until it succeeds;
+# after SECONDS logs "timed out waiting for DESCRIPTION" and fails.
 wait_for() {
     local timeout=$1 what=$2; shift 2
     local deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            log "timed out after ${timeout}s waiting for $what"
+            return 1
+        fi
         sleep 0.05
     done
 }

@@ -13,10 +13,15 @@
 #   DRYPIPE_SLURM_PARTITION     the one partition (debug, also the default)
 #   DRYPIPE_SLURM_JOBCOMP_LOG   completion log (jobcomp/filetxt): sacct does NOT work here
 #   DRYPIPE_SLURM_STATE_DIR     STATE_DIR
+# Non-root users can submit too (STATE_DIR is made world-readable; its parents must be o+x).
+# Timing facts: start takes ~0.15 s, but slurmctld starts no job until ~3 s after it
+# started (its first scheduling pass); later a job starts within ~1 s of submission (the
+# scheduler runs once a second). `sbatch --wait` checks after 2 s, 10 s, 42 s...: poll
+# squeue instead where speed matters. Stopping with running jobs takes up to KillWait (5 s).
 # Requires: install.sh has run; root (slurmd must be able to run jobs as any user).
 set -euo pipefail
 SERVICE=slurm
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "start stop status" "$@"
 
@@ -110,16 +115,17 @@ PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
-# Pids of the slurmstepd processes (one per running job step) of THIS cluster: the
-# slurmstepd binary with our SLURM_CONF in its environment (slurmd passes it on).
-our_stepds() {
-    local exe p
-    exe=$(readlink -f /usr/sbin/slurmstepd)
-    for p in /proc/[0-9]*; do
-        [ "$(readlink "$p/exe" 2>/dev/null)" = "$exe" ] || continue
-        tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$CONF" && echo "${p#/proc/}"
-    done
-    return 0
+# Pids of every process that belongs to THIS cluster's jobs, found through their
+# environment: slurmstepd (one per job step; slurmd inherits SLURM_CONF from this script,
+# which exports it above, and passes it on) and every process of a job (SLURM_JOB_ID set
+# and our SLURM_CONF), plus all their descendants. The environment is what ties a job
+# process to this cluster even after it left the job's process tree (e.g. its parent was
+# killed first, so it was re-parented to init): scancel and slurmd's process tracking
+# (proctrack/linuxproc follows the tree) then miss it. Clients such as the test process
+# itself also carry SLURM_CONF, but never SLURM_JOB_ID, so they are not matched.
+our_job_pids() {
+    procs --rule "env:SLURM_CONF=$CONF" "exe:$(readlink -f /usr/sbin/slurmstepd)" \
+          --rule "env:SLURM_CONF=$CONF" envkey:SLURM_JOB_ID
 }
 
 do_stop() {
@@ -130,24 +136,19 @@ do_stop() {
     if ctld_running && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
         log "cancelling all jobs"
         scancel --partition="$PARTITION" 2>/dev/null || true
+        # shellcheck disable=SC2016  # expanded by the inner bash
         wait_for 30 "jobs gone" bash -c '[ -z "$(squeue -h -o %i 2>/dev/null)" ]' ||
             log "WARNING: jobs still listed after 30 s: $(squeue -h 2>&1 | head -5)"
     fi
     stop_pidfile slurmd "$SLURMD_PID" "$SLURMD" "$CONF" 15
     stop_pidfile slurmctld "$CTLD_PID" "$SLURMCTLD" "$CONF" 15
     stop_pidfile munged "$MUNGE_PID" "$MUNGED" "$MUNGE_SOCKET" 10
-    # Last resort (slurmctld was already dead, so nothing could cancel the jobs): kill the
-    # job steps of this cluster that are left.
+    # Whatever job processes are left: every job if slurmctld was already dead (nothing
+    # could cancel them), or processes that escaped the cancel (see our_job_pids).
     local left
-    left=$(our_stepds)
+    left=$(our_job_pids)
     if [ -n "$left" ]; then
-        # The step and every process below it (the job script and what it started).
-        left=$(ps -e -o pid=,ppid= | awk -v roots="$left" '
-            BEGIN { n = split(roots, r, /[ \n]+/); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
-            { parent[$1] = $2 }
-            END { do { added = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 } } while (added)
-                  for (p in keep) if (p != "") print p }')
-        log "WARNING: killing leftover job processes: $(echo $left)"
+        log "WARNING: killing processes left by jobs: $left"
         # shellcheck disable=SC2086
         kill -KILL $left 2>/dev/null || true
     fi
@@ -168,14 +169,17 @@ do_start() {
     rm -f "$ENV_FILE"
     mkdir -p "$MUNGE_DIR" "$STATE_DIR/run" "$STATE_DIR/log" "$STATE_DIR/ctld-state" \
              "$STATE_DIR/slurmd-spool"
-    # munged refuses directories that others can write to.
-    chmod 700 "$MUNGE_DIR"
+    # Readable by all, so that non-root users (e.g. drypipe-ssh, logged in over ssh) can run
+    # sbatch/squeue too: they need slurm.conf and the munge socket. munged wants the
+    # socket's directory searchable by all but writable by none; the key itself is 600.
+    chmod 755 "$STATE_DIR"
+    chmod 711 "$MUNGE_DIR"
 
     # --- munge: own key and socket -------------------------------------------------------
     [ -s "$MUNGE_DIR/munge.key" ] || mungekey --create --keyfile="$MUNGE_DIR/munge.key"
     chmod 600 "$MUNGE_DIR/munge.key"
-    # --force: munged otherwise refuses to run as root and to reuse a stale socket.
-    # It forks into the background once its socket is ready.
+    # --force: start even if an unclean stop left the socket file behind.
+    # munged forks into the background once its socket is ready.
     "$MUNGED" --force --key-file="$MUNGE_DIR/munge.key" --socket="$MUNGE_SOCKET" \
         --pid-file="$MUNGE_PID" --log-file="$MUNGE_DIR/munged.log" \
         --seed-file="$MUNGE_DIR/munged.seed" </dev/null >/dev/null 2>&1 ||
@@ -186,7 +190,7 @@ do_start() {
 
     # --- slurm ----------------------------------------------------------------------------
     local ports
-    ports=($(free_ports 2))
+    mapfile -t ports < <(free_ports 2)
     write_conf "${ports[0]}" "${ports[1]}"
     # Both daemons fork into the background and write their pid files. slurmctld -i:
     # ignore errors in saved state (a previous run from this STATE_DIR may have been killed).
@@ -215,7 +219,7 @@ do_start() {
         fi
         sleep 0.05
     done
-    ctld_running && slurmd_running || die "a slurm daemon died right after starting"
+    if ! ctld_running || ! slurmd_running; then die "a slurm daemon died right after starting"; fi
 
     write_env "$ENV_FILE" \
         "SLURM_CONF=$CONF" \
@@ -227,9 +231,15 @@ do_start() {
 
 do_status() {
     local rc=0
-    munged_running && log "munged: running (pid $(cat "$MUNGE_PID"))" || { log "munged: stopped"; rc=1; }
-    ctld_running && log "slurmctld: running (pid $(cat "$CTLD_PID"))" || { log "slurmctld: stopped"; rc=1; }
-    slurmd_running && log "slurmd: running (pid $(cat "$SLURMD_PID"))" || { log "slurmd: stopped"; rc=1; }
+    local name check pidfile
+    for name in munged slurmctld slurmd; do
+        case $name in
+            munged) check=munged_running; pidfile=$MUNGE_PID ;;
+            slurmctld) check=ctld_running; pidfile=$CTLD_PID ;;
+            slurmd) check=slurmd_running; pidfile=$SLURMD_PID ;;
+        esac
+        if "$check"; then log "$name: running (pid $(cat "$pidfile"))"; else log "$name: stopped"; rc=1; fi
+    done
     if [ "$rc" = 0 ]; then
         scontrol ping >&2 || rc=1
         log "node $NODE: $(node_state)"

@@ -27,7 +27,7 @@
 # Requires: install.sh has run (openssh-server, user drypipe-ssh); root.
 set -euo pipefail
 SERVICE=sshd
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "start stop kill-sessions status" "$@"
 
@@ -49,70 +49,50 @@ ENV_FILE=$STATE_DIR/env.sh
 sshd_running() { running "$PID_FILE" "$SSHD" "$CONFIG"; }
 
 # Processes that belong to this server's sessions: every descendant of the listening sshd
-# (one "sshd: user [priv]" per connection, the user's shell and commands below it) plus
-# processes of $SSH_USER that work under STATE_DIR (cwd or command line) - detached
-# runners started with nohup/setsid have left the process tree.
+# (one "sshd: user [priv]" per connection, the user's shell and commands below it), and
+# processes that left that tree (nohup/setsid runners, orphans) but are tied to this
+# server: SSH_CONNECTION in their environment ends with our port, or they are the ssh
+# user's and work in STATE_DIR (cwd or command line). Descendants of those too.
 session_pids() {
-    local root=${1:-} uid
+    local listener=${1:-} port uid args=()
+    port=$(awk '$1 == "Port" {print $2}' "$CONFIG" 2>/dev/null)
     uid=$(id -u "$SSH_USER")
-    ps -e -o pid=,ppid=,uid= | awk -v root="$root" -v uid="$uid" -v self=$$ '
-        { parent[$1] = $2; owner[$1] = $3 }
-        END {
-            if (root != "") keep[root] = 1
-            do { added = 0
-                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 }
-            } while (added)
-            for (p in keep) if (p != root) print p
-            for (p in owner) if (owner[p] == uid && !(p in keep)) print "U" p
-        }' | while read -r p; do
-        if [[ "$p" == U* ]]; then
-            p=${p#U}
-            # Only the user's processes that are tied to this STATE_DIR.
-            if [[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$STATE_DIR"* ]] ||
-               tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -qF -- "$STATE_DIR"; then
-                echo "$p"
-            fi
-        else
-            echo "$p"
-        fi
-    done
+    [ -n "$listener" ] && args+=(--children-of "$listener")
+    [ -n "$port" ] && args+=(--rule "envsuffix:SSH_CONNECTION= 127.0.0.1 $port")
+    procs "${args[@]}" --rule "uid:$uid" "cwd-under:$STATE_DIR" \
+                       --rule "uid:$uid" "cmdline-has:$STATE_DIR"
 }
 
-kill_pids() {
-    local pids=$1 i p alive
-    [ -n "$pids" ] || return 0
-    # shellcheck disable=SC2086
-    kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        alive=""
-        for p in $pids; do [ -e "/proc/$p/exe" ] && readlink "/proc/$p/exe" >/dev/null 2>&1 && alive+=" $p"; done
-        [ -n "$alive" ] || return 0
-        sleep 0.05
+# kill_sessions [LISTENER_PID]: kill the session processes, scanning again afterwards in
+# case one started another meanwhile.
+kill_sessions() {
+    local listener=${1:-} pids i
+    for i in 1 2 3; do
+        pids=$(session_pids "$listener")
+        [ -n "$pids" ] || return 0
+        log "killing session processes: $pids"
+        kill_pids "$pids"
     done
-    # shellcheck disable=SC2086
-    kill -KILL $alive 2>/dev/null || true
 }
 
 do_kill_sessions() {
-    local listener="" pids
+    local listener=""
     sshd_running && listener=$(cat "$PID_FILE")
-    pids=$(session_pids "$listener")
-    if [ -n "$pids" ]; then
-        log "killing session processes: $(echo $pids)"
-        kill_pids "$pids"
-    fi
+    kill_sessions "$listener"
 }
 
 do_stop() {
+    # Note the sessions while they are still the listener's children, stop the listener
+    # (no new sessions), then kill them and whatever else is tied to this server.
     local listener="" pids
     sshd_running && listener=$(cat "$PID_FILE")
-    # Collect the sessions while they are still children of the listener.
     pids=$(session_pids "$listener")
     stop_pidfile sshd "$PID_FILE" "$SSHD" "$CONFIG" 10
     if [ -n "$pids" ]; then
-        log "killing session processes: $(echo $pids)"
+        log "killing session processes: $pids"
         kill_pids "$pids"
     fi
+    kill_sessions
     rm -f "$ENV_FILE"
 }
 
@@ -133,14 +113,16 @@ do_start() {
     [ -x "$SSHD" ] || die "$SSHD missing: run tests/services/install.sh"
     rm -f "$ENV_FILE"
 
-    # The user must reach STATE_DIR (authorized_keys, remote/): check every parent.
-    local d=$STATE_DIR
-    while [ "$d" != / ]; do
-        su -s /bin/sh "$SSH_USER" -c "test -x '$d'" 2>/dev/null ||
-            die "$SSH_USER cannot enter $d: use a STATE_DIR whose parents are o+x"
-        d=$(dirname "$d")
-    done
+    # The user must reach STATE_DIR (authorized_keys, remote/): every parent directory
+    # must be searchable by "others" (the user owns none of them).
     chmod 755 "$STATE_DIR"
+    local d=$STATE_DIR parents=()
+    while [ "$d" != / ]; do parents+=("$d"); d=$(dirname "$d"); done
+    local mode path
+    while read -r mode path; do
+        [[ "${mode:9:1}" == [xt] ]] ||
+            die "$SSH_USER cannot enter $path ($mode): use a STATE_DIR whose parents are o+x"
+    done < <(stat -c '%A %n' "${parents[@]}")
 
     # Keys are made once per STATE_DIR (a restart keeps them, so clients stay valid).
     [ -s "$HOST_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C drypipe-test-host -f "$HOST_KEY"
@@ -222,7 +204,7 @@ EOF
 
 do_status() {
     if sshd_running; then
-        log "sshd: running (pid $(cat "$PID_FILE")), sessions: $(session_pids "$(cat "$PID_FILE")" | wc -l) processes"
+        log "sshd: running (pid $(cat "$PID_FILE")), session processes: $(session_pids "$(cat "$PID_FILE")" | wc -w)"
     else
         log "sshd: stopped"; return 1
     fi

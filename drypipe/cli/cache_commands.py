@@ -1,0 +1,130 @@
+"""`drypipe why` (what changed since a task ran) and `drypipe cache ls|info|gc`."""
+from __future__ import annotations
+
+import datetime
+import time
+
+import click
+
+from drypipe import signature as sig
+from drypipe import state as st
+from drypipe.cache import open_cache
+from drypipe.cli import cli
+from drypipe.cli.options import generator_option, instance_dir_option, open_instance
+from drypipe.digests import DigestCache
+from drypipe.dsl import evaluate, load_pipeline
+from drypipe.errors import UserError
+from drypipe.instance import Instance
+from drypipe.task_script import task_conf_document
+
+
+def current_signer(instance: Instance, generator: str) -> sig.Signer:
+    """Signatures of the tasks the generator yields now, against the instance's current state."""
+    pipeline = load_pipeline(generator)
+    states = {k: st.read_state(str(instance.control_dir(k))) for k in instance.task_keys()}
+    evaluation = evaluate(pipeline, str(instance.root), lambda k: states.get(k) == st.COMPLETED)
+    signer = sig.Signer(str(instance.root), DigestCache(instance.drypipe_dir / ".digests.json"))
+    for task in evaluation.tasks.values():
+        signer.add(task_conf_document(task, task.task_conf.resolved_python_bin(),
+                                      pipeline.pipeline_code_dir, pipeline.containers_dir))
+    return signer
+
+
+def explain(instance: Instance, signer: sig.Signer, key: str, indent: str = "") -> list[str]:
+    """Lines saying why `key` is stale, following changed upstreams to the root cause."""
+    record = sig.read_record(instance.control_dir(key)) or {}
+    changes = sig.differences(record.get("ingredients", {}), signer.parts(key))
+    lines = []
+    for name, before, now in changes:
+        upstream = next((u for u in signer.docs[key].get("upstream_keys", []) if now and f" of {u} " in f"{now} "), None)
+        if upstream:
+            lines.append(f"{indent}{name}: upstream task {upstream} changed")
+            lines.extend(explain(instance, signer, upstream, indent + "  "))
+        else:
+            lines.append(f"{indent}{name}: was {before or '(absent)'}, now {now or '(absent)'}")
+    return lines
+
+
+@cli.command()
+@instance_dir_option
+@generator_option
+@click.argument("task_key")
+def why(instance_dir, generator, task_key):
+    """Say whether TASK_KEY would rerun, and exactly which ingredient changed."""
+    instance = open_instance(instance_dir)
+    signer = current_signer(instance, generator)
+    if task_key not in signer.docs:
+        raise UserError(f"the generator does not yield task {task_key!r} (now)")
+    control = instance.control_dir(task_key)
+    state = st.read_state(str(control))
+    record = sig.read_record(control)
+    cached = (control / "cached").read_text().split() if (control / "cached").exists() else None
+    if state != st.COMPLETED:
+        click.echo(f"{task_key} is {state or 'not generated yet'}: it will run")
+    elif record is None:
+        click.echo(f"{task_key} is completed; no signature was recorded (it will be adopted as is)")
+    elif record["signature"] == signer.signature(task_key):
+        origin = f" (restored from cache {cached[0]})" if cached else ""
+        click.echo(f"{task_key} is up to date{origin}: signature {record['signature'][:12]}")
+    else:
+        click.echo(f"{task_key} is stale and will rerun:")
+        for line in explain(instance, signer, task_key, "  "):
+            click.echo(line)
+
+
+@cli.group()
+def cache():
+    """Inspect and prune a shared output cache (--cache URL of `drypipe run`)."""
+
+
+cache_url_argument = click.argument("url", envvar="DRYPIPE_CACHE")
+
+
+@cache.command("ls")
+@cache_url_argument
+def cache_ls(url):
+    """List the entries: signature, status, task key, size, age."""
+    entries = open_cache(url).entries()
+    for m in sorted(entries, key=lambda m: m["created"]):
+        age = datetime.timedelta(seconds=int(time.time() - m["created"]))
+        click.echo(f"{m['signature'][:16]}  {m['status']:9}  {m['size']:>12}  {age}  {m['task_key']}")
+    click.echo(f"{len(entries)} entries, {sum(m['size'] for m in entries)} bytes")
+
+
+@cache.command("info")
+@cache_url_argument
+@click.argument("signature")
+def cache_info(url, signature):
+    """Show one entry's manifest (a signature prefix is enough)."""
+    matches = [m for m in open_cache(url).entries() if m["signature"].startswith(signature)]
+    if len(matches) != 1:
+        raise UserError(f"{len(matches)} cache entries match {signature!r}")
+    import json
+
+    click.echo(json.dumps(matches[0], indent=1))
+
+
+@cache.command("gc")
+@cache_url_argument
+@click.option("--older-than", type=float, metavar="DAYS", help="Delete entries older than DAYS.")
+@click.option("--failed", is_flag=True, help="Delete entries of failed tasks.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+def cache_gc(url, older_than, failed, dry_run):
+    """Delete interrupted publications (older than an hour), and optionally old or failed entries."""
+    store = open_cache(url)
+    now = time.time()
+    doomed = [m["signature"] for m in store.entries()
+              if (failed and m["status"] == "failed")
+              or (older_than is not None and now - m["created"] > older_than * 86400)]
+    partial = store.incomplete()
+    for signature in doomed:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {signature}")
+        if not dry_run:
+            store.delete(signature)
+    for path in partial:
+        modified = store.fs.modified(path) if hasattr(store.fs, "modified") else None
+        if modified is not None and now - modified.timestamp() < 3600:
+            continue  # maybe still being written
+        click.echo(f"{'would delete' if dry_run else 'deleted'} incomplete {path}")
+        if not dry_run:
+            store.fs.rm(path, recursive=True)

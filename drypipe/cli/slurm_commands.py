@@ -1,0 +1,253 @@
+"""Slurm commands of the CLI: sbatch, sbatch-gen, array-submit, array-create-parent,
+restart-failed-array-tasks.  They work on a prepared instance with no orchestrator running
+(`drypipe prepare`, then submit by hand), and stay safe beside one: every claim of a task is
+an atomic rename of its state marker, so a task is never submitted twice.
+
+The Slurm executor is loaded by its entry point, like every executor (drypipe imports none).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shlex
+import time
+
+import click
+
+from drypipe import state as st
+from drypipe.cli import cli
+from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.errors import UserError
+from drypipe.executor import ExecutorContext, TaskRun, executor_class
+from drypipe.instance import Instance
+from drypipe.keys import check_task_key
+from drypipe.task_conf import TaskConf
+
+
+def _slurm(instance: Instance):
+    return executor_class("slurm")(ExecutorContext(instance.root))
+
+
+def _conf(instance: Instance, key: str) -> TaskConf:
+    path = instance.existing_control_dir(key) / "task-conf.json"
+    try:
+        conf = TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"task {key}: unreadable {path}: {e}") from e
+    return conf
+
+
+def _note_non_slurm(runs: list[TaskRun]) -> None:
+    others = [r.key for r in runs if r.task_conf.executer_type != "slurm"]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        click.echo(f"note: {shown}: executer_type is not slurm, so `drypipe run` will not watch "
+                   "the Slurm job", err=True)
+
+
+def _state(instance: Instance, key: str) -> str | None:
+    return st.read_state(str(instance.control_dir(key)))
+
+
+def _resolve(instance: Instance, slurm, key: str) -> list[str]:
+    """A parent key (array-create-parent), a glob over task keys, or one task key."""
+    if not any(c in key for c in "*?["):
+        check_task_key(key)
+        children = slurm.parent_keys(key)
+        if children is not None:
+            return children
+        instance.existing_control_dir(key)
+        return [key]
+    keys = sorted(k for k in instance.task_keys() if fnmatch.fnmatchcase(k, key))
+    if not keys:
+        raise UserError(f"no task matches {key!r} in {instance.root}")
+    return keys
+
+
+def _start_step(state: str | None) -> int:
+    return st.step_of(state) if st.is_failure(state) else 0
+
+
+def _claim(instance: Instance, keys_and_states: list[tuple[str, str | None]]) -> list[tuple[TaskRun, str | None]]:
+    """Mark tasks launched (atomic renames); tasks whose marker moved meanwhile are skipped."""
+    claimed = []
+    for key, state in keys_and_states:
+        control = str(instance.control_dir(key))
+        if state is None:
+            click.echo(f"skipped {key}: it has no state marker (run `drypipe prepare` first)", err=True)
+            continue
+        run = TaskRun(key, instance.root, _conf(instance, key), _start_step(state))
+        if st.transition(control, state, st.LAUNCHED):
+            claimed.append((run, state))
+        else:
+            click.echo(f"skipped {key}: its state changed meanwhile ({_state(instance, key)})", err=True)
+    return claimed
+
+
+def _unclaim(claimed: list[tuple[TaskRun, str | None]]) -> None:
+    for run, old in claimed:
+        st.transition(str(run.control_dir), st.LAUNCHED, old or st.READY)
+
+
+def _submit_arrays(slurm, claimed: list[tuple[TaskRun, str | None]]) -> None:
+    runs = [run for run, _ in claimed]
+    _note_non_slurm(runs)
+    slurm.prepare(runs)
+    try:
+        handles = slurm.launch(runs)
+    except UserError:
+        _unclaim(claimed)
+        raise
+    jobs: dict[str, int] = {}
+    for handle in handles.values():
+        job = handle.split("_")[0]
+        jobs[job] = jobs.get(job, 0) + 1
+    for job, count in jobs.items():
+        click.echo(f"submitted {count} task(s) as Slurm job array {job}")
+
+
+@cli.command("sbatch")
+@instance_dir_option
+@task_key_option
+@click.option("--wait", is_flag=True, help="Wait for the task to end; exit code 0 only if it completed.")
+def sbatch_command(instance_dir, task_key, wait):
+    """Submit one task to Slurm as a job (runs its sbatch-launcher.sh).
+
+    A failed, killed or timed-out task restarts at the step that did not complete.
+    """
+    instance = open_instance(instance_dir)
+    slurm = _slurm(instance)
+    state = _state(instance, task_key)
+    conf = _conf(instance, task_key)
+    if st.is_in_flight(state):
+        liveness = slurm.poll([TaskRun(task_key, instance.root, conf)])[task_key]
+        if liveness.alive:
+            raise UserError(f"task {task_key} is already submitted or running ({state}); "
+                            f"`drypipe kill -k {task_key}` stops it")
+    claimed = _claim(instance, [(task_key, state)])
+    if not claimed:
+        raise UserError(f"task {task_key}: not submitted")
+    run, old = claimed[0]
+    _note_non_slurm([run])
+    if old == st.WAITING:
+        click.echo(f"note: task {task_key} was waiting for upstream tasks; their outputs may be missing", err=True)
+    try:
+        job_id = slurm.submit_one(run)
+    except UserError as e:
+        _unclaim(claimed)
+        raise UserError(f"task {task_key}: {e}") from None
+    click.echo(f"task {task_key}: submitted as Slurm job {job_id} (log: {run.control_dir / 'out.log'})")
+    if wait:
+        raise SystemExit(_wait(instance, slurm, run))
+
+
+def _wait(instance: Instance, slurm, run: TaskRun) -> int:
+    """Until the task records a final state, or its job is gone without one (after a grace period)."""
+    grace = float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
+    dead_since = None
+    next_poll = 0.0
+    while True:
+        state = _state(instance, run.key)
+        if st.is_terminal(state):
+            click.echo(f"task {run.key}: {state}")
+            return 0 if state == st.COMPLETED else 1
+        now = time.monotonic()
+        if now >= next_poll:
+            liveness = slurm.poll([run])[run.key]
+            next_poll = now + 2.0
+            if liveness.alive:
+                dead_since = None
+            else:
+                dead_since = dead_since or now
+                if now - dead_since >= grace and not st.is_terminal(_state(instance, run.key)):
+                    click.echo(f"task {run.key}: its job ended without a final state ({liveness.reason})", err=True)
+                    return 1
+        time.sleep(0.5)
+
+
+@cli.command("sbatch-gen")
+@instance_dir_option
+@task_key_option
+def sbatch_gen(instance_dir, task_key):
+    """Print the sbatch command that submits a task, without running it."""
+    instance = open_instance(instance_dir)
+    slurm = _slurm(instance)
+    state = _state(instance, task_key)
+    run = TaskRun(task_key, instance.root, _conf(instance, task_key), _start_step(state))
+    slurm.prepare([run])
+    click.echo(shlex.join(slurm.sbatch_command(run)))
+
+
+@cli.command("array-submit")
+@instance_dir_option
+@click.option("--task-key", "-k", "task_key", required=True,
+              help="A parent key (see array-create-parent) or a glob over task keys.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Submit at most N tasks.")
+def array_submit(instance_dir, task_key, limit):
+    """Submit the ready tasks of a parent key (or matching a glob) as one Slurm job array.
+
+    Tasks with different TaskConfs go out as one array per TaskConf; arrays larger than the
+    cluster's MaxArraySize are split.
+    """
+    instance = open_instance(instance_dir)
+    slurm = _slurm(instance)
+    candidates = [(k, _state(instance, k)) for k in _resolve(instance, slurm, task_key)]
+    ready = [(k, s) for k, s in candidates if s == st.READY][:limit]
+    if not ready:
+        counts: dict[str, int] = {}
+        for _, s in candidates:
+            counts[s or "none"] = counts.get(s or "none", 0) + 1
+        click.echo(f"no ready task in {task_key} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
+        return
+    claimed = _claim(instance, ready)
+    if claimed:
+        _submit_arrays(slurm, claimed)
+
+
+@cli.command("array-create-parent")
+@instance_dir_option
+@task_key_option
+@click.argument("glob", required=False)
+@click.option("--filter", "filter_glob", metavar="GLOB", help="The children: tasks whose key matches GLOB.")
+def array_create_parent(instance_dir, task_key, glob, filter_glob):
+    """Create a parent key naming the tasks that match a glob, for array-submit and
+    restart-failed-array-tasks (e.g. `array-create-parent -k all-chunks 'chunk.*'`)."""
+    instance = open_instance(instance_dir)
+    slurm = _slurm(instance)
+    check_task_key(task_key)
+    pattern = filter_glob or glob
+    if not pattern:
+        raise UserError("array-create-parent: give the children's glob (GLOB or --filter GLOB)")
+    if (instance.control_dir(task_key) / "task").exists():
+        raise UserError(f"{task_key!r} is a task key; choose another name for the parent")
+    keys = sorted(k for k in instance.task_keys() if fnmatch.fnmatchcase(k, pattern))
+    if not keys:
+        raise UserError(f"no task matches {pattern!r} in {instance.root}")
+    path = slurm.create_parent(task_key, keys)
+    click.echo(f"parent {task_key}: {len(keys)} task(s) ({path})")
+
+
+@cli.command("restart-failed-array-tasks")
+@instance_dir_option
+@click.option("--task-key", "-k", "task_key", required=True, help="A parent key or a glob over task keys.")
+@click.option("--include-pre-launch", is_flag=True,
+              help="Also restart tasks submitted but never started whose job is gone (e.g. scancel of a pending array).")
+def restart_failed_array_tasks(instance_dir, task_key, include_pre_launch):
+    """Resubmit the failed, killed, timed-out and lost tasks of a parent (or glob) as one job
+    array; each restarts at the step that did not complete."""
+    instance = open_instance(instance_dir)
+    slurm = _slurm(instance)
+    candidates = [(k, _state(instance, k)) for k in _resolve(instance, slurm, task_key)]
+    chosen = [(k, s) for k, s in candidates if st.is_failure(s)]
+    if include_pre_launch:
+        launched = [TaskRun(k, instance.root, _conf(instance, k)) for k, s in candidates if s == st.LAUNCHED]
+        if launched:
+            liveness = slurm.poll(launched)
+            chosen += [(r.key, st.LAUNCHED) for r in launched if not liveness[r.key].alive]
+    if not chosen:
+        click.echo(f"no failed task in {task_key}")
+        return
+    claimed = _claim(instance, chosen)
+    if claimed:
+        _submit_arrays(slurm, claimed)

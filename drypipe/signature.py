@@ -1,0 +1,111 @@
+"""Task signatures (DESIGN.md section 7): SHA-256 over everything that determines a task's
+outputs: its code, literal inputs, the content of input files no task produced, the
+signatures of its upstream tasks, its declared outputs and its container.  Paths of the
+instance and of the code are not part of it, so moving either makes nothing stale."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Callable
+
+from drypipe.digests import DigestCache
+from drypipe.instance import write_atomic
+
+SIGNATURE_FILE = "signature"
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def ingredients(
+    doc: dict[str, Any],
+    instance_dir: str,
+    digests: DigestCache,
+    upstream_signature: Callable[[str], str],
+) -> dict[str, str]:
+    """The named parts of a task's signature; `why` compares them one by one."""
+    parts: dict[str, str] = {}
+    for i, step in enumerate(doc["steps"]):
+        kind = step["kind"]
+        if kind == "bash":
+            parts[f"step {i}"] = f"bash snippet {_sha(step['code'])}"
+        elif kind == "script":
+            path = os.path.join(doc["pipeline_code_dir"], step["path"])
+            parts[f"step {i}"] = f"script {step['path']} {digests.digest(path)}"
+        else:
+            parts[f"step {i}"] = f"python {step['module']}:{step['function']} {step.get('source_sha256')}"
+        if step.get("container"):
+            parts[f"step {i} container"] = step["container"]
+    for spec in doc["inputs"]:
+        name = spec["name"]
+        kind = spec["kind"]
+        if kind == "value":
+            value = f"{spec['type']} {spec['value']}"
+        elif kind == "var":
+            value = f"variable {spec['output']} of {spec['upstream']} {upstream_signature(spec['upstream'])}"
+        elif kind == "glob":
+            sigs = " ".join(f"{k}={upstream_signature(k)}" for k in spec["upstreams"])
+            value = f"glob {spec['pattern']} of {sigs}"
+        elif spec.get("upstream"):
+            value = f"file {spec['path']} of {spec['upstream']} {upstream_signature(spec['upstream'])}"
+        else:
+            path = spec["path"] if os.path.isabs(spec["path"]) else os.path.join(instance_dir, spec["path"])
+            value = f"file content {digests.digest(path) or 'missing'}"
+        parts[f"input {name}"] = value
+    for spec in doc["outputs"]:
+        parts[f"output {spec['name']}"] = f"{spec['kind']} {spec.get('type') or spec.get('path') or spec.get('glob')}"
+    return parts
+
+
+def signature_of(parts: dict[str, str]) -> str:
+    return _sha(json.dumps(parts, sort_keys=True))
+
+
+def read_record(control_dir: str | os.PathLike) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(control_dir, SIGNATURE_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_record(control_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    write_atomic(os.path.join(control_dir, SIGNATURE_FILE), json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def differences(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """(ingredient, before, now) for each ingredient that changed, appeared or disappeared."""
+    return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+class Signer:
+    """Computes (and memoizes) the signatures of the tasks of one generator evaluation."""
+
+    def __init__(self, instance_dir: str, digests: DigestCache):
+        self.instance_dir = instance_dir
+        self.digests = digests
+        self.docs: dict[str, dict[str, Any]] = {}
+        self._parts: dict[str, dict[str, str]] = {}
+        self._signatures: dict[str, str] = {}
+
+    def add(self, doc: dict[str, Any]) -> None:
+        key = doc["key"]
+        if self.docs.get(key, {}).get("digest") != doc["digest"]:
+            self._parts.pop(key, None)
+            self._signatures.pop(key, None)
+        self.docs[key] = doc
+
+    def parts(self, key: str) -> dict[str, str]:
+        if key not in self._parts:
+            self._parts[key] = ingredients(self.docs[key], self.instance_dir, self.digests, self.signature)
+        return self._parts[key]
+
+    def signature(self, key: str) -> str:
+        if key not in self._signatures:
+            self._signatures[key] = signature_of(self.parts(key))
+        return self._signatures[key]
+
+    def record(self, key: str) -> dict[str, Any]:
+        return {"signature": self.signature(key), "ingredients": self.parts(key)}

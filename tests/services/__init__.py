@@ -1,0 +1,1 @@
+"""Scripts and pytest fixtures that run real servers (Slurm, sshd, S3) for tests."""

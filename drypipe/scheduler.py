@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -146,11 +147,19 @@ class Scheduler:
     def _start(self) -> None:
         """Read the markers, run the generator once, and only then touch the instance: a
         generator error leaves every file as it was."""
+        leftovers = []
         for key in self.instance.task_keys():
-            self.states[key] = st.read_state(str(self.instance.control_dir(key)))
+            control = str(self.instance.control_dir(key))
+            self.states[key], tmp_files = st.scan(control)
+            leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
         evaluation = self._generate()
         self.instance.lock()
         try:
+            # Temporary files of writes interrupted by a crash (ours or a task's), never renamed.
+            root = self.instance.root
+            for path in [*leftovers, *map(str, [*root.glob(".drypipe/.*.tmp"), *root.glob(".drypipe/.lib/.*.tmp"),
+                                                *root.glob("output/.*.tmp")])]:
+                _remove_leftover(path)
             write_task_lib(self.instance)
             for key, state in self.states.items():
                 if st.is_in_flight(state):
@@ -515,6 +524,18 @@ class Scheduler:
         if delay <= 0:
             return
         self.context.wakeup.wait(delay)
+
+
+def _remove_leftover(path: str) -> None:
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _append_log(run: TaskRun, message: str) -> None:

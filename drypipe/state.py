@@ -39,10 +39,20 @@ def is_valid(state: str) -> bool:
 
 def read_state(control_dir: str) -> str | None:
     """The task's current state, or None when it has no marker (or the dir does not exist)."""
+    return scan(control_dir)[0]
+
+
+def scan(control_dir: str) -> tuple[str | None, list[str]]:
+    """The task's state, and the temporary files (`.*.tmp`) an interrupted write left there."""
     try:
         names = os.listdir(control_dir)
     except FileNotFoundError:
-        return None
+        return None, []
+    leftovers = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
+    return _state_of(names), leftovers
+
+
+def _state_of(names: list[str]) -> str | None:
     states = [n[6:] for n in names if n.startswith("state.") and not n.endswith(".tmp")]
     if not states:
         return None

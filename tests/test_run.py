@@ -295,3 +295,18 @@ def test_task_launched_by_hand_is_not_launched_again(tmp_path):
     drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path, check=True)
     assert state_of(instance, "t") == "completed"
     assert (instance / "runs").read_text() == "run\n"
+
+
+def test_leftover_temporary_files_of_a_crash_are_removed(tmp_path):
+    write_module(tmp_path, "p", '''
+        def gen(dsl):
+            yield dsl.task(key="t").calls("true\\n")()
+        ''')
+    instance = tmp_path / "i"
+    drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path, check=True)
+    leftovers = [instance / ".drypipe/t/.task-env.sh.tmp", instance / ".drypipe/.digests.json.tmp",
+                 instance / "output/.t.cache-1234.tmp"]
+    for path in leftovers:
+        path.write_text("half written")
+    drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path, check=True)
+    assert not any(p.exists() for p in leftovers)

@@ -15,7 +15,8 @@ demo: install
 	@echo
 	@echo "Results of the demo pipeline are in $(DEMO_DIR)/output/ (one directory per task);"
 	@echo "task scripts, state markers and logs are in $(DEMO_DIR)/.drypipe/<task>/."
-	@echo "Final result: $(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file"
+	@echo "Final result ($(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file):"
+	@cat $(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file
 
 test: install
 	$(PYTHON) -m pytest tests -q
@@ -26,5 +27,10 @@ test-fast: install
 bench: install
 	$(PYTHON) bench/run.py
 
+# The user guide (docs/, mkdocs.yml) as a static site in site/; mkdocs is installed here only.
+docs: install
+	$(PYTHON) -m pip install -q mkdocs mkdocs-material
+	$(PYTHON) -m mkdocs build --strict
+
 clean:
-	rm -rf $(DEMO_DIR) build *.egg-info .pytest_cache
+	rm -rf $(DEMO_DIR) build site *.egg-info .pytest_cache

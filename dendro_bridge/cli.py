@@ -193,15 +193,26 @@ def _load_credentials(config: Path | None, client_id: str | None, private_key: s
 @click.option("--exit-when-idle", is_flag=True, help="Exit when nothing is running and nothing is runnable.")
 @click.option("--single-job", is_flag=True, help="Run at most one job, then exit.")
 @click.option("--keep-work-dirs", is_flag=True, help="Keep each job's working directory after it ends.")
+@click.option("--runner", default="subprocess", show_default=True, metavar="subprocess|drypipe:EXECUTOR",
+              help="How processors run: local subprocesses, or one-task drypipe instances run by a drypipe "
+                   "executor (drypipe:process, drypipe:slurm).")
+@click.option("--slurm-account", default=None, help="Slurm account of --runner drypipe:slurm.")
+@click.option("--sbatch-option", "sbatch_options", multiple=True, metavar="OPTION",
+              help="Extra sbatch option of --runner drypipe:slurm (repeatable).")
+@click.option("--allow-input-url", "input_url_prefixes", multiple=True, metavar="PREFIX",
+              help="Also read inputs at non-HTTP URLs under PREFIX, e.g. file:///shared/inputs/ or "
+                   "s3://bucket/inputs/ (repeatable; drypipe's DRYPIPE_DENDRO_STORE).")
 def start_compute_resource(app_specs: tuple[str, ...], api_url: str | None, config: Path | None,
                            compute_client_id: str | None, private_key: str | None, work_dir: Path,
                            poll_interval: float, exit_when_idle: bool, single_job: bool,
-                           keep_work_dirs: bool) -> None:
+                           keep_work_dirs: bool, runner: str, slurm_account: str | None,
+                           sbatch_options: tuple[str, ...], input_url_prefixes: tuple[str, ...]) -> None:
     """Claim and run jobs of the given apps."""
     from dendro_bridge.compute import ComputeApi, ComputeResource, LocalApp
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     client_id, key = _load_credentials(config, compute_client_id, private_key)
+    processor_runner = _make_runner(runner, slurm_account, sbatch_options)
     apps = {}
     for spec_file in app_specs:
         try:
@@ -209,12 +220,30 @@ def start_compute_resource(app_specs: tuple[str, ...], api_url: str | None, conf
         except AppSpecError as e:
             raise click.ClickException(str(e)) from e
         apps[spec["name"]] = LocalApp(spec=spec, app_dir=Path(spec_file).resolve().parent)
-    resource = ComputeResource(api=ComputeApi(api_url, client_id, key), apps=apps, work_dir=work_dir.resolve(),
+    resource = ComputeResource(api=ComputeApi(api_url, client_id, key, input_url_prefixes), apps=apps,
+                               work_dir=work_dir.resolve(), runner=processor_runner,
                                poll_interval_sec=poll_interval, exit_when_idle=exit_when_idle,
                                single_job=single_job, keep_work_dirs=keep_work_dirs)
-    click.echo(f"compute client {client_id} serving apps {', '.join(sorted(apps))} from {resource.api.base_url}")
+    click.echo(f"compute client {client_id} serving apps {', '.join(sorted(apps))} from {resource.api.base_url} "
+               f"(runner {runner})")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop jobs on SIGTERM as on Ctrl-C
     try:
         resource.run()
     except KeyboardInterrupt:
         resource.shutdown()
+
+
+def _make_runner(runner: str, slurm_account: str | None, sbatch_options: tuple[str, ...]) -> Any:
+    from dendro_bridge.compute import SubprocessRunner
+
+    if runner == "subprocess":
+        return SubprocessRunner()
+    kind, _, executor = runner.partition(":")
+    if kind != "drypipe" or not executor:
+        raise click.BadParameter(f"{runner!r}: expected subprocess or drypipe:EXECUTOR", param_hint="--runner")
+    from dendro_bridge.compute.drypipe_runner import DrypipeRunner
+
+    try:
+        return DrypipeRunner(executor, slurm_account=slurm_account, sbatch_options=sbatch_options)
+    except Exception as e:  # unknown executor (a drypipe UserError), dendro ...
+        raise click.BadParameter(str(e), param_hint="--runner") from e

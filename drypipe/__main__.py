@@ -1,7 +1,8 @@
 """`python -m drypipe`: the CLI; `call` takes a fast path that does not load the CLI."""
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "call" and "--task-key" not in sys.argv:
+# The task runtime's form, `call MODULE:FUNCTION`; `call -k KEY ...` (the command) goes to the CLI.
+if len(sys.argv) == 3 and sys.argv[1] == "call" and not sys.argv[2].startswith("-"):
     from drypipe.pycall import main as call_main
 
     sys.exit(call_main(sys.argv[2:]))

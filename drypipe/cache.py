@@ -96,9 +96,17 @@ class OutputCache:
         existing = self.manifest(signature)
         if existing is not None and not (existing.get("status") == "failed" and status == "completed"):
             return
+        local = "file" in _protocols(self.fs)
         for rel in files:
             self.fs.makedirs(f"{entry}/files/{os.path.dirname(rel)}".rstrip("/"), exist_ok=True)
-            self.fs.put_file(str(output_dir / rel), f"{entry}/files/{rel}")
+            target = f"{entry}/files/{rel}"
+            if local:  # another instance may publish this entry at the same time: never show a partial file
+                directory, name = target.rsplit("/", 1)
+                tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+                self.fs.put_file(str(output_dir / rel), tmp)
+                self.fs.mv(tmp, target)
+            else:  # object stores replace whole objects atomically
+                self.fs.put_file(str(output_dir / rel), target)
         manifest = {"signature": signature, "task_key": key, "status": status, "output_vars": output_vars,
                     "files": files, "created": time.time()}
         tmp = f"{entry}/.{MANIFEST}.{uuid.uuid4().hex}.tmp"
@@ -126,6 +134,11 @@ class OutputCache:
             d for d in self.fs.glob(f"{self.root}/*/*")
             if self.fs.isdir(d) and not self.fs.exists(f"{d}/{MANIFEST}")
         ]
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _remove_tree(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -47,6 +48,10 @@ class DigestCache:
 
     def save(self) -> None:
         if self._dirty:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, json.dumps(self._entries))
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.path, json.dumps(self._entries))
+            except OSError as e:  # only a cache (e.g. the disk is full): files are digested again next time
+                logging.getLogger("drypipe").warning("digest cache not saved: %s", e)
+                return
             self._dirty = False

@@ -56,6 +56,7 @@ class Pipeline:
         self.pipeline_code_dir = os.path.abspath(pipeline_code_dir)
         self.containers_dir = os.path.abspath(containers_dir) if containers_dir else None
         self.task_conf = task_conf or TaskConf()
+        self.conf_defaults: dict[str, Any] = {}  # TaskConf fields from configuration files (drypipe.config)
 
 
 class SubPipeline:
@@ -79,9 +80,9 @@ class Evaluation:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self.waits: list[str] = []
-        # Keys the generator waited on: a completion among them may grow the DAG.
-        self.waited_keys: set[str] = set()
-        self.waited_globs: set[str] = set()
+        # For each unsatisfied wait, the keys it still waits on: when one of these sets
+        # empties, running the generator again yields more tasks.
+        self.blocked_on: list[set[str]] = []
 
 
 class DSL:
@@ -160,10 +161,10 @@ class DSL:
         A key not yielded (yet) in this evaluation counts as not completed: it may be yielded
         once other tasks complete.  If it never is, the run ends saying what it waits for."""
         keys = [self._key_of(t) for t in tasks]
-        self.evaluation.waited_keys.update(keys)
         pending = [k for k in keys if k not in self.evaluation.tasks or not self.is_completed(k)]
         if pending:
             self.evaluation.waits.append(f"wait_for_tasks({', '.join(pending)})")
+            self.evaluation.blocked_on.append(set(pending))
             return []
         resolved = [self.evaluation.tasks[k] for k in keys]
         return [resolved[0] if len(resolved) == 1 else tuple(resolved)]
@@ -173,12 +174,12 @@ class DSL:
         matchers = []
         for pattern in globs:
             full = self.prefix + pattern
-            self.evaluation.waited_globs.add(full)
             matched = [t for k, t in self.evaluation.tasks.items() if fnmatch.fnmatchcase(k, full)]
             pending = [t.key for t in matched if not self.is_completed(t.key)]
             if not matched or pending:
                 why = "no task matches yet" if not matched else f"{len(pending)} not completed"
                 self.evaluation.waits.append(f"wait_for_matching_tasks({full!r}): {why}")
+                self.evaluation.blocked_on.append(set(pending))
                 return []
             matchers.append(Matcher(full, matched))
         return [matchers[0] if len(matchers) == 1 else tuple(matchers)]

@@ -76,13 +76,18 @@ def write_atomic(path: str | os.PathLike, content: str | bytes, mode: int = 0o64
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."
     data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, mode & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # e.g. a full disk: say which file (the error alone does not)
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from e
         raise

@@ -66,7 +66,8 @@ class RunSummary:
 
     @property
     def succeeded(self) -> bool:
-        return all(s == st.COMPLETED for s in self.states.values())
+        """Every task completed and the generator waits for nothing more."""
+        return not self.unsatisfied_waits and all(s == st.COMPLETED for s in self.states.values())
 
 
 def _group(state: str | None) -> str:
@@ -103,6 +104,7 @@ class Scheduler:
         self.executors: dict[str, Executor] = {}
         self.next_poll: dict[str, float] = {}
         self.evaluation = Evaluation()
+        self.blocked_on: dict[str, list[set[str]]] = {}
         self.need_evaluation = True
         self.restarted: set[str] = set()
         self.sleep_index = 0
@@ -150,8 +152,10 @@ class Scheduler:
         leftovers = []
         for key in self.instance.task_keys():
             control = str(self.instance.control_dir(key))
-            self.states[key], tmp_files = st.scan(control)
+            self.states[key], tmp_files = st.scan(control, strict=True)
             leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
+        # Tasks to adopt: their task-conf.json is read (and refused if corrupt) before any change.
+        adopted = {key: self._read_task_conf(key) for key, state in self.states.items() if st.is_in_flight(state)}
         evaluation = self._generate()
         self.instance.lock()
         try:
@@ -161,17 +165,16 @@ class Scheduler:
                                                 *root.glob("output/.*.tmp")])]:
                 _remove_leftover(path)
             write_task_lib(self.instance)
-            for key, state in self.states.items():
-                if st.is_in_flight(state):
-                    self._adopt(key, state)
+            for key, conf in adopted.items():
+                self._adopt(key, self.states[key], conf)
             self._apply(evaluation)
         except BaseException:
             self.instance.unlock()
             raise
 
-    def _adopt(self, key: str, state: str) -> None:
+    def _adopt(self, key: str, state: str, conf: TaskConf | None = None) -> None:
         """A task left running by an earlier orchestrator: watch it instead of launching it again."""
-        conf = self._read_task_conf(key)
+        conf = conf or self._read_task_conf(key)
         run = TaskRun(key, self.instance.root, conf, st.step_of(state))
         self.in_flight[key] = run
         self.confs[key] = conf
@@ -180,8 +183,12 @@ class Scheduler:
     def _read_task_conf(self, key: str) -> TaskConf:
         path = self.instance.control_dir(key) / "task-conf.json"
         try:
-            return TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
-        except (OSError, ValueError, KeyError, UserError) as e:
+            conf = TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
+            executor_class(conf.executor_name())
+            return conf
+        except KeyError as e:
+            raise UserError(f"task {key}: unreadable {path}: no field {e}") from e
+        except (OSError, ValueError, TypeError, AttributeError, UserError) as e:
             raise UserError(f"task {key}: unreadable {path}: {e}") from e
 
     # -- one cycle -----------------------------------------------------------------------------
@@ -205,10 +212,14 @@ class Scheduler:
 
     def _apply(self, evaluation: Evaluation) -> bool:
         self.evaluation = evaluation
+        self.blocked_on = defaultdict(list)  # key -> the generator's waits that include it
+        for blocked in evaluation.blocked_on:
+            for key in blocked:
+                self.blocked_on[key].append(blocked)
         new = [task for key, task in evaluation.tasks.items() if key not in self.tasks]
         for task in new:  # an unknown executor is a generator error: refuse before writing
             try:
-                self._executor(task.task_conf.executer_type)
+                self._executor(task.task_conf.executor_name())
             except UserError as e:
                 raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
         for task in new:
@@ -308,6 +319,7 @@ class Scheduler:
         self.dead_since.pop(key, None)
         self.ready.pop(key, None)
         if new != st.COMPLETED:
+            self._pick_up_failed_dependents(key)
             return
         for dependent in self.dependents.pop(key, ()):
             pending = self.waiting_on.get(dependent)
@@ -316,10 +328,20 @@ class Scheduler:
                 if not pending:
                     del self.waiting_on[dependent]
                     self._make_ready(dependent)
-        if key in self.evaluation.waited_keys or any(
-            fnmatch.fnmatchcase(key, g) for g in self.evaluation.waited_globs
-        ):
-            self.need_evaluation = True
+        for blocked in self.blocked_on.pop(key, ()):
+            blocked.discard(key)
+            if not blocked:
+                self.need_evaluation = True
+
+    def _pick_up_failed_dependents(self, key: str) -> None:
+        """An executor may record the failure of waiting dependents too (the Dendro service
+        fails the jobs submitted ahead downstream of a failed job): read their markers."""
+        for dependent in sorted(self.dependents.get(key, ())):
+            if self.states.get(dependent) == st.WAITING:
+                marker = st.read_state(str(self.instance.control_dir(dependent)))
+                if st.is_failure(marker):
+                    self.waiting_on.pop(dependent, None)
+                    self._on_state(dependent, marker)
 
     def _record_outcome(self, key: str, new: str) -> None:
         """Record the output digests of a task that ran, and publish it to the shared cache."""
@@ -380,7 +402,7 @@ class Scheduler:
         now = time.monotonic()
         by_executor: dict[str, list[TaskRun]] = defaultdict(list)
         for run in self.in_flight.values():
-            by_executor[run.task_conf.executer_type].append(run)
+            by_executor[run.task_conf.executor_name()].append(run)
         for name, runs in by_executor.items():
             executor = self._executor(name)
             if not executor.event_driven and now < self.next_poll.get(name, 0):
@@ -440,7 +462,7 @@ class Scheduler:
         capacity: dict[str, int | None] = {}
         in_flight: dict[str, int] = defaultdict(int)
         for run in self.in_flight.values():
-            in_flight[run.task_conf.executer_type] += 1
+            in_flight[run.task_conf.executor_name()] += 1
         restored = False
         for key, start in list(self.ready.items()):
             if self.options.until and fnmatch.fnmatchcase(key, self.options.until):
@@ -449,7 +471,7 @@ class Scheduler:
                 restored = True
                 continue
             conf = self.confs[key]
-            name = conf.executer_type
+            name = conf.executor_name()
             if name not in capacity:
                 limit = self._executor(name).max_in_flight()
                 capacity[name] = None if limit is None else max(0, limit - in_flight[name])
@@ -513,7 +535,7 @@ class Scheduler:
         delay = schedule[min(self.sleep_index, len(schedule) - 1)]
         self.sleep_index += 1
         polled = [n for n, e in self.executors.items() if not e.event_driven and any(
-            r.task_conf.executer_type == n for r in self.in_flight.values())]
+            r.task_conf.executor_name() == n for r in self.in_flight.values())]
         for name in polled:
             self.next_poll[name] = time.monotonic() + delay
         if self.dead_since:

@@ -42,14 +42,38 @@ def read_state(control_dir: str) -> str | None:
     return scan(control_dir)[0]
 
 
-def scan(control_dir: str) -> tuple[str | None, list[str]]:
-    """The task's state, and the temporary files (`.*.tmp`) an interrupted write left there."""
+def scan(control_dir: str, strict: bool = False) -> tuple[str | None, list[str]]:
+    """The task's state, and the temporary files (`.*.tmp`) an interrupted write left there.
+
+    `strict` (when an orchestrator starts): a UserError names the task whose markers drypipe
+    cannot have written: more than one, an unknown state, a marker that is not a file."""
     try:
-        names = os.listdir(control_dir)
+        with os.scandir(control_dir) as it:
+            entries = list(it)
     except FileNotFoundError:
         return None, []
+    names = [e.name for e in entries]
+    if strict:
+        _check_markers(control_dir, [e for e in entries if e.name.startswith("state.") and not e.name.endswith(".tmp")])
     leftovers = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
     return _state_of(names), leftovers
+
+
+def _check_markers(control_dir: str, markers: list[os.DirEntry]) -> None:
+    problems = []
+    if len(markers) > 1:
+        problems.append(f"{len(markers)} state markers ({', '.join(sorted(m.name for m in markers))}), "
+                        "a task has exactly one")
+    for m in markers:
+        if not is_valid(m.name[6:]):
+            problems.append(f"unknown state {m.name!r}")
+        elif not m.is_file(follow_symlinks=False):
+            problems.append(f"{m.name} is not a regular file")
+    if problems:
+        from drypipe.errors import UserError
+
+        raise UserError(f"task {os.path.basename(control_dir)}: corrupt state in {control_dir}: "
+                        f"{'; '.join(problems)} (repair it by hand: keep one valid state.* file)")
 
 
 def _state_of(names: list[str]) -> str | None:

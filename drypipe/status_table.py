@@ -1,14 +1,23 @@
-"""The `drypipe status` table."""
+"""The `drypipe status` table: task, state, executor, job id, duration; a summary line; the
+failures with the tail of their logs.  Exit codes: 0 every task completed (and, with a
+generator, none is stale), 1 some task failed, 3 otherwise (tasks waiting or running)."""
 from __future__ import annotations
 
+import json
+import sys
 from collections import Counter
+from dataclasses import dataclass
 
-from rich.console import Console
-from rich.table import Table
+import click
 
 from drypipe import state as st
+from drypipe.display import clean, columns, executor_of, failure_text, natural_key
 from drypipe.instance import Instance
-from drypipe.task_info import failure_reason, log_tail, task_timing
+from drypipe.task_info import log_tail, task_timing
+
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1
+EXIT_UNFINISHED = 3
 
 
 def state_group(state: str | None) -> str:
@@ -19,26 +28,124 @@ def state_group(state: str | None) -> str:
     return state.split(".")[0]
 
 
-def print_status(instance: Instance, states: dict[str, str | None], state_filter: str | None) -> bool:
-    """Print the table and summary; True when every task has completed."""
-    console = Console()
-    table = Table(box=None, pad_edge=False)
-    table.add_column("task")
-    table.add_column("state")
-    table.add_column("duration", justify="right")
-    shown = {
-        k: s for k, s in states.items()
-        if not state_filter or state_group(s) == state_filter or s == state_filter
-    }
-    for key, state in shown.items():
-        seconds = task_timing(instance, key).seconds if state != st.WAITING else None
-        table.add_row(key, state or "none", "" if seconds is None else f"{seconds:.1f}s")
-    console.print(table)
-    counts = Counter(state_group(s) for s in states.values())
-    console.print(f"{len(states)} tasks: " + ", ".join(f"{n} {g}" for g, n in sorted(counts.items())), highlight=False)
-    for key, state in shown.items():
-        if st.is_failure(state):
-            console.print(f"[bold red]{key}[/]: {failure_reason(instance, key) or state}", highlight=False)
-            for line in log_tail(instance, key):
-                console.print(f"    {line}", markup=False, highlight=False)
-    return bool(states) and all(s == st.COMPLETED for s in states.values())
+@dataclass
+class Row:
+    key: str
+    state: str | None
+    executor: str
+    job_id: str
+    seconds: float | None
+    stale: bool = False
+    cached: bool = False
+
+    @property
+    def state_text(self) -> str:
+        text = self.state or "none"
+        if self.stale:
+            text += " (stale)"
+        elif self.cached:
+            text += " (cached)"
+        return text
+
+    def matches(self, state_filter: str | None) -> bool:
+        if not state_filter:
+            return True
+        if state_filter == "stale":
+            return self.stale
+        if state_filter == "failed" and st.is_failure(self.state):
+            return True  # failed, killed, timed-out and lost
+        return state_group(self.state) == state_filter or self.state == state_filter
+
+
+def _executor_and_job(instance: Instance, key: str) -> tuple[str, str]:
+    control = instance.control_dir(key)
+    try:
+        executor = executor_of(json.loads((control / "task-conf.json").read_text())["task_conf"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        executor = "?"
+    return executor, _job_id(control)
+
+
+def _job_id(control) -> str:
+    """What identifies the task's process or job: a Slurm job id, a Dendro job id, the host
+    (and job) of an ssh task, or a local pid."""
+    try:
+        return (control / "slurm_job_id").read_text().split()[0]
+    except (OSError, IndexError):
+        pass
+    for name in ("dendro_job", "ssh_launch"):  # JSON records of those executors
+        try:
+            record = json.loads((control / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict):
+            host, job = record.get("host"), record.get("job_id")
+            return ":".join(str(p) for p in (host, job) if p) or "?"
+    try:
+        return (control / "pid").read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def rows(instance: Instance, states: dict[str, str | None], stale: set[str] = frozenset()) -> list[Row]:
+    result = []
+    for key, state in sorted(states.items(), key=lambda item: natural_key(item[0])):
+        executor, job = _executor_and_job(instance, key)
+        seconds = task_timing(instance, key).seconds if state not in (None, st.WAITING, st.READY) else None
+        cached = state == st.COMPLETED and (instance.control_dir(key) / "cached").exists()
+        result.append(Row(key, state, executor, job, seconds, key in stale, cached))
+    return result
+
+
+def exit_code(all_rows: list[Row]) -> int:
+    if any(st.is_failure(r.state) for r in all_rows):
+        return EXIT_FAILED
+    if all_rows and all(r.state == st.COMPLETED and not r.stale for r in all_rows):
+        return EXIT_COMPLETED
+    return EXIT_UNFINISHED
+
+
+def summary_line(all_rows: list[Row]) -> str:
+    counts = Counter(state_group(r.state) for r in all_rows)
+    parts = [f"{n} {g}" for g, n in sorted(counts.items())]
+    stale = sum(r.stale for r in all_rows)
+    if stale:
+        parts.append(f"{stale} stale")
+    cached = sum(r.cached for r in all_rows)
+    if cached:
+        parts.append(f"{cached} restored from cache")
+    return f"{len(all_rows)} tasks: " + ", ".join(parts)
+
+
+def print_status(instance: Instance, states: dict[str, str | None], state_filter: str | None,
+                 stale: set[str] = frozenset()) -> int:
+    """Print the table, the summary and the failures; return the exit code."""
+    from rich.console import Console
+    from rich.table import Table
+
+    all_rows = rows(instance, states, stale)
+    shown = [r for r in all_rows if r.matches(state_filter)]
+    console = Console(highlight=False)
+    cells = [[r.key, r.state_text, r.executor, r.job_id, "" if r.seconds is None else f"{r.seconds:.1f}s"]
+             for r in shown]
+    header = ["task", "state", "executor", "job id", "duration"]
+    if console.is_terminal and sys.stdout.isatty():
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for i, name in enumerate(header):
+            table.add_column(name, justify="right" if i == 4 else "left", no_wrap=i == 0)
+        styles = {"completed": "green", "failed": "bold red", "running": "blue", "killed": "red",
+                  "timed-out": "red", "lost": "red"}
+        for r, row in zip(shown, cells):
+            table.add_row(*row, style=None if r.stale else styles.get(state_group(r.state)))
+        if shown:
+            console.print(table)
+    else:
+        for line in columns([header, *cells], right={4}) if shown else []:
+            click.echo(line)
+    click.echo(summary_line(all_rows))
+    for r in shown:
+        if st.is_failure(r.state):
+            click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {instance.control_dir(r.key) / 'out.log'}")
+            for line in log_tail(instance, r.key):
+                click.echo(f"    {clean(line)}")
+    return exit_code(all_rows)

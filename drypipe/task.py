@@ -12,7 +12,6 @@ import textwrap
 from typing import TYPE_CHECKING, Any, Callable
 
 from drypipe.errors import UserError
-from drypipe.keys import check_task_key
 from drypipe.task_conf import TaskConf
 from drypipe.values import (
     File,
@@ -113,6 +112,8 @@ class TaskBuilder:
     def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf | None, source: str):
         if task_conf is not None and not isinstance(task_conf, TaskConf):
             raise UserError(f"task {key!r}: task_conf must be a TaskConf, got {type(task_conf).__name__}")
+        if task_conf is not None and dsl.pipeline.conf_defaults:  # drypipe.config: files fill unset fields
+            task_conf = task_conf.with_defaults(dsl.pipeline.conf_defaults)
         self._task = Task(dsl, key, task_conf or dsl.default_task_conf, source)
         self._finished: Task | None = None
 
@@ -193,7 +194,7 @@ class TaskBuilder:
 
 
 def _check_variable_name(key: str, what: str, name: str) -> None:
-    if not name.isidentifier() or name.startswith("__"):
+    if not name.isidentifier() or not name.isascii() or name.startswith("__"):  # a bash variable name
         raise UserError(f"task {key!r}: invalid {what} name {name!r}")
 
 

@@ -39,7 +39,7 @@ class TaskConf:
     # Free-form settings for third-party executors.
     executor_options: dict[str, Any] = field(default_factory=dict)
 
-    def __init__(self, executer_type: str = "process", **kwargs: Any):
+    def __init__(self, executer_type: str | None = None, **kwargs: Any):
         # Accept the original DryPipe spellings so its pipelines run unchanged.
         if "slurm_options" in kwargs:
             kwargs.setdefault("sbatch_options", kwargs.pop("slurm_options"))
@@ -49,7 +49,9 @@ class TaskConf:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise UserError(f"TaskConf: unknown field(s) {', '.join(unknown)}")
-        self.executer_type = executer_type
+        # The fields the pipeline set itself: configuration files (drypipe.config) fill the others.
+        self._given = frozenset(kwargs) | ({"executer_type"} if executer_type is not None else frozenset())
+        self.executer_type = "process" if executer_type is None else executer_type
         for f in dataclasses.fields(TaskConf):
             if f.name == "executer_type":
                 continue
@@ -70,17 +72,34 @@ class TaskConf:
         ):
             raise UserError(f"TaskConf: sbatch_options must be a list of strings, got {self.sbatch_options!r}")
         self.sbatch_options = list(self.sbatch_options)
-        if not isinstance(self.extra_env, dict) or not all(
-            isinstance(k, str) and k.isidentifier() for k in self.extra_env
-        ):
+        if not isinstance(self.extra_env, dict):
             raise UserError(f"TaskConf: extra_env must map variable names to strings, got {self.extra_env!r}")
+        for name in self.extra_env:  # bash names (ASCII); __ names are drypipe's own
+            if not (isinstance(name, str) and name.isidentifier() and name.isascii()) or name.startswith("__"):
+                raise UserError(f"TaskConf: extra_env: {name!r} is not a valid environment variable name "
+                                "(letters, digits and _, not starting with a digit or __)")
         if self.max_simultaneous_jobs is not None and (
             not isinstance(self.max_simultaneous_jobs, int) or self.max_simultaneous_jobs < 1
         ):
             raise UserError("TaskConf: max_simultaneous_jobs must be a positive integer")
 
+    @property
+    def given_fields(self) -> frozenset[str]:
+        return self._given
+
+    def with_defaults(self, defaults: dict[str, Any]) -> "TaskConf":
+        """A copy whose fields not given to this TaskConf come from `defaults` (config files)."""
+        conf = TaskConf(**{**defaults, **{name: getattr(self, name) for name in self._given}})
+        conf._given = self._given
+        return conf
+
     def resolved_python_bin(self) -> str:
         return self.python_bin or sys.executable
+
+    def executor_name(self) -> str:
+        """The executor plugin that runs the task: "ssh" when ssh_specs is set (it runs the
+        task on that host as executer_type says: process or slurm), else executer_type."""
+        return "ssh" if self.ssh_specs else self.executer_type
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

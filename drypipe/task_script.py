@@ -93,6 +93,9 @@ def _task_env(doc: dict[str, Any]) -> str:
         elif spec["kind"] == "fileset":
             lines.append(f'export {spec["name"]}="$__task_output_dir"/{q(spec["glob"])}')
     lines.append(f"__output_files=({' '.join(files)})")
+    # Files that upstream tasks produced: checked before the first step runs (one may have been deleted).
+    upstream_files = [in_instance(spec["path"]) for spec in doc["inputs"] if spec["kind"] == "file" and spec.get("upstream")]
+    lines.append(f"__input_files=({' '.join(upstream_files)})")
     return "\n".join(lines) + "\n"
 
 

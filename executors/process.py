@@ -2,12 +2,15 @@
 at once, and wakes the scheduler loop the moment one exits."""
 from __future__ import annotations
 
-import os
+import signal
+import socket
 import subprocess
 import threading
+import time
 
+from drypipe import state as st
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
-from drypipe.proc import process_matches
+from drypipe.proc import process_matches, stop_orphaned_session
 
 
 class ProcessExecutor(Executor):
@@ -63,17 +66,35 @@ class ProcessExecutor(Executor):
                     del self._children[task.key]
                     del self._exit_codes[task.key]
                 outcome = "killed" if code < 0 else "failed"
-                result[task.key] = Liveness(False, outcome, f"task script exited with code {code}", certain=True)
+                if code < 0:
+                    reason = f"task script killed by {_signal_name(-code)}"
+                else:
+                    reason = f"task script exited with code {code} without recording a final state"
+                self._stop_leftovers(task, child.pid)
+                result[task.key] = Liveness(False, outcome, reason, certain=True)
         return result
+
+    def _stop_leftovers(self, task: TaskRun, pid: int) -> None:
+        """The task script died without recording an outcome (SIGKILL): stop its steps, which
+        run in their own process groups of its session and would otherwise run on unrecorded."""
+        if st.is_terminal(st.read_state(str(task.control_dir))):
+            return
+        stopped = stop_orphaned_session(pid)
+        if stopped:
+            with open(task.control_dir / "drypipe.log", "a") as log:
+                log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {time.time():.6f} task script {pid} is dead: "
+                          f"stopped its leftover processes {' '.join(map(str, stopped))}\n")
 
     def _poll_adopted(self, task: TaskRun) -> Liveness:
         """A task started by an earlier orchestrator (or by hand): identified by its pid file."""
         try:
-            pid, start_time, *_ = (task.control_dir / "pid").read_text().split()
+            pid, start_time, *host = (task.control_dir / "pid").read_text().split()
         except (FileNotFoundError, ValueError):
             return Liveness(False, "ready", "launched but never started")
         if process_matches(int(pid), start_time):
             return Liveness(alive=True)
+        if host[:1] in ([], [socket.gethostname()]):  # its processes are on this host
+            self._stop_leftovers(task, int(pid))
         return Liveness(False, "lost", f"process {pid} is gone")
 
     def kill(self, tasks: list[TaskRun]) -> None:
@@ -82,3 +103,10 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         """Children keep running: a later `drypipe run` adopts them."""
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -1,5 +1,4 @@
 """Running pipelines with the process executor: values, failures, restarts, concurrency."""
-import json
 import os
 import shutil
 import signal

@@ -8,9 +8,13 @@ from dendro_bridge.api import ApiTransport, DendroApiError
 
 
 class ComputeApi:
-    def __init__(self, base_url: str | None, client_id: str, private_key: str):
+    def __init__(self, base_url: str | None, client_id: str, private_key: str,
+                 input_url_prefixes: tuple[str, ...] = ()):
         self.transport = ApiTransport(base_url)
         self.client_id, self.private_key = client_id, private_key
+        # Non-HTTP input URLs (file://, s3:// ...) are read only under these prefixes: a job
+        # must not make the compute resource read (and upload) any file it can read.
+        self.input_url_prefixes = tuple(input_url_prefixes)
 
     @property
     def base_url(self) -> str:
@@ -18,7 +22,7 @@ class ComputeApi:
 
     def clone(self) -> "ComputeApi":
         """A separate connection pool for use by another thread."""
-        return ComputeApi(self.base_url, self.client_id, self.private_key)
+        return ComputeApi(self.base_url, self.client_id, self.private_key, self.input_url_prefixes)
 
     def runnable_jobs(self, app_names: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(runnable jobs that fit our free slots, our jobs that are starting or running)."""
@@ -55,6 +59,40 @@ class ComputeApi:
 
     def download(self, job: dict[str, Any], url: str, path: str) -> None:
         """Download an input, through a signed URL when it lives on this service."""
+        if not url.startswith(("http://", "https://")):
+            copy_allowed_url(url, path, self.input_url_prefixes)
+            return
         resp = self.transport.post("getSignedDownloadUrl", {"jobId": job["jobId"], "url": url},
                                    token=job["jobPrivateKey"])
         self.transport.download(resp["signedUrl"], path)
+
+
+def _local_path(url: str) -> str:
+    """The resolved local path of a file:// URL (no `..`, no symlink escapes)."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    return os.path.realpath(url2pathname(urlparse(url).path))
+
+
+def url_is_under(url: str, prefix: str) -> bool:
+    if url.startswith("file://") != prefix.startswith("file://"):
+        return False
+    if url.startswith("file://"):
+        root = _local_path(prefix)
+        return os.path.commonpath([root, _local_path(url)]) == root
+    return url.startswith(prefix.rstrip("/") + "/") and ".." not in url.split("/")
+
+
+def copy_allowed_url(url: str, path: str, prefixes: tuple[str, ...]) -> None:
+    """Copy an input from a non-HTTP URL (any fsspec URL) if it is under an allowed prefix
+    (`start-compute-resource --allow-input-url`)."""
+    if not any(url_is_under(url, prefix) for prefix in prefixes):
+        raise RuntimeError(f"input URL {url} is not under an allowed input URL prefix "
+                           "(start-compute-resource --allow-input-url PREFIX)")
+    import fsspec
+
+    source = _local_path(url) if url.startswith("file://") else url
+    with fsspec.open(source, "rb") as src, open(path, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)

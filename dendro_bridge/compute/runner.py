@@ -22,6 +22,9 @@ class ProcessorCommand:
     env: dict[str, str]
     console_path: Path
     timeout_sec: float | None
+    # The job's requiredResources (numCpus, numGpus, memoryGb, timeSec), for runners that
+    # request resources from a batch system.
+    required_resources: dict | None = None
 
 
 @dataclass

@@ -88,7 +88,8 @@ def _base_env(run: JobRun, processor: dict[str, Any]) -> dict[str, str]:
 
 def _execute(run: JobRun, argv: list[str], env: dict[str, str]) -> RunOutcome:
     command = ProcessorCommand(argv=argv, cwd=run.work_dir, env=env, console_path=run.console_path,
-                               timeout_sec=float(run.job["requiredResources"]["timeSec"]))
+                               timeout_sec=float(run.job["requiredResources"]["timeSec"]),
+                               required_resources=run.job["requiredResources"])
     return run.runner.run(command, run.cancel)
 
 

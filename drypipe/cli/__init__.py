@@ -10,7 +10,8 @@ from drypipe.errors import UserError
 
 
 class DryPipeGroup(click.Group):
-    """Turns UserError into one clear line and exit code 1 (traceback with -vv).
+    """Turns UserError, OSError (exit code 1) and bad arguments (exit code 2) into one clear line
+    (traceback with -vv).
 
     Command groups of other packages are imported only when used (`drypipe dendro ...`
     loads the Dendro service code; `drypipe run` does not)."""
@@ -32,12 +33,23 @@ class DryPipeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            if ctx.obj and ctx.obj.get("verbosity", 0) >= 2:
-                import traceback
+            _fail(ctx, str(e), 1)
+        except click.UsageError as e:  # a bad argument of a subcommand: one line too, not click's three
+            where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            _fail(ctx, e.format_message() + where, e.exit_code)
+        except OSError as e:  # e.g. a full disk or an unwritable instance dir
+            if isinstance(e, BrokenPipeError):
+                raise
+            _fail(ctx, str(e), 1)
 
-                traceback.print_exc()
-            click.echo(f"drypipe: error: {e}", err=True)
-            sys.exit(1)
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    if ctx.obj and ctx.obj.get("verbosity", 0) >= 2:
+        import traceback
+
+        traceback.print_exc()
+    click.echo(f"drypipe: error: {message}", err=True)
+    sys.exit(code)
 
 
 @click.group(cls=DryPipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,4 +78,4 @@ def main() -> None:
     cli(prog_name="drypipe")
 
 
-from drypipe.cli import cache_commands, run_commands, slurm_commands, task_commands  # noqa: E402,F401  (registers subcommands)
+from drypipe.cli import cache_commands, remote_commands, run_commands, slurm_commands, task_commands, ux_commands  # noqa: E402,F401  (registers subcommands)

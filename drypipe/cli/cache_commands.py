@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import time
 
 import click
@@ -64,12 +65,21 @@ def why(instance_dir, generator, task_key):
     elif record is None:
         click.echo(f"{task_key} is completed; no signature was recorded (it will be adopted as is)")
     elif record["signature"] == signer.signature(task_key):
-        origin = f" (restored from cache {cached[0]})" if cached else ""
+        origin = f" (restored from cache {cached[0]})" if cached else _dendro_origin(control)
         click.echo(f"{task_key} is up to date{origin}: signature {record['signature'][:12]}")
     else:
         click.echo(f"{task_key} is stale and will rerun:")
         for line in explain(instance, signer, task_key, "  "):
             click.echo(line)
+
+
+def _dendro_origin(control) -> str:
+    """A task of the Dendro executor whose job came from the Dendro cache (.drypipe/<key>/dendro_job)."""
+    try:
+        job = json.loads((control / "dendro_job").read_text())
+    except (OSError, ValueError):
+        return ""
+    return f" (from Dendro cache, job {job['job_id']})" if isinstance(job, dict) and job.get("cache_hit") else ""
 
 
 @cli.group()

@@ -49,9 +49,10 @@ def parse_sleep_schedule(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated seconds, like 0,1,3,5") from None
+        raise click.BadParameter(f"{text!r}: expected comma-separated seconds, like 0,1,3,5",
+                                 param_hint="'--sleep-schedule'") from None
     if not values or any(v < 0 for v in values):
-        raise click.BadParameter(f"{text!r}: expected non-negative seconds")
+        raise click.BadParameter(f"{text!r}: expected non-negative seconds", param_hint="'--sleep-schedule'")
     return values
 
 

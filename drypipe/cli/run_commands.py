@@ -16,10 +16,11 @@ from drypipe.cli.options import (
     parse_sleep_schedule,
     sleep_schedule_option,
 )
+from drypipe.config import apply_to_pipeline, load_config
+from drypipe.display import make_display
 from drypipe.dsl import evaluate, load_pipeline
 from drypipe.instance import Instance
-from drypipe.scheduler import RunOptions, RunSummary, Scheduler
-from drypipe.task_info import failure_reason, log_tail
+from drypipe.scheduler import RunOptions, Scheduler
 
 log = logging.getLogger("drypipe")
 
@@ -55,32 +56,58 @@ def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs
 @click.option("--rerun-failing", is_flag=True, help="Run tasks whose cached outcome is a failure again.")
 @click.option("--delete-failing", is_flag=True, help="Like --rerun-failing, and delete the failed cache entries.")
 @sleep_schedule_option
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing while running; at the end only failures (stderr).")
+@click.option("--json-log", is_flag=True,
+              help="Print one JSON object per task state change, and a summary object at the end (stdout).")
 @click.pass_context
 def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_local_jobs, dry_run, keep_stale,
-        cache_url, skip_cache, rerun_failing, delete_failing, sleep_schedule):
+        cache_url, skip_cache, rerun_failing, delete_failing, sleep_schedule, quiet, json_log):
     """Generate tasks and run the pipeline until nothing more can run.
 
     Re-running is safe at any time: completed tasks are never run again, tasks still
     running from an earlier (killed) run are adopted, not started twice.
+
+    On a terminal, a live panel shows tasks per state and executor, the time elapsed and
+    left, and the last failures; otherwise one timestamped line per completed or failed task.
+    Defaults come from drypipe.yaml in the instance dir and ~/.config/drypipe/config.yaml
+    (see `drypipe config show`).
     """
     pipeline = load_pipeline(generator)
     instance = Instance(instance_dir)
     if dry_run or ctx.obj["dry_run"]:
         _dry_run(pipeline, instance)
         return
+    config = load_config(instance_dir)
+    apply_to_pipeline(config, pipeline)
+    cache_url, max_local_jobs, sleep_schedule = _configured(ctx, config, cache_url, max_local_jobs, sleep_schedule)
     options = _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs,
                        keep_stale=keep_stale, cache_url=cache_url, skip_cache=skip_cache,
                        rerun_failing=rerun_failing, delete_failing=delete_failing)
-    verbose = ctx.obj["verbosity"] > 0
+    display = make_display(instance, "quiet" if quiet else "json" if json_log else None, ctx.obj["verbosity"] > 0)
     started = time.monotonic()
-    scheduler = Scheduler(pipeline, instance, options, on_change=_printer(verbose))
-    summary = scheduler.run()
-    for key, changes in sorted(scheduler.stale.items()):
-        click.echo(f"{key} was stale ({', '.join(c[0] for c in changes)} changed): rerun")
+    scheduler = Scheduler(pipeline, instance, options, on_change=display.on_change)
+    display.attach(scheduler)
+    with display:
+        summary = scheduler.run()
+    notes = [f"{key} was stale ({', '.join(c[0] for c in changes)} changed): rerun"
+             for key, changes in sorted(scheduler.stale.items())]
     if scheduler.from_cache:
-        click.echo(f"{len(scheduler.from_cache)} tasks restored from cache {cache_url}")
-    _print_summary(instance, summary, time.monotonic() - started)
+        notes.append(f"{len(scheduler.from_cache)} tasks restored from cache {cache_url}")
+    display.summary(summary, time.monotonic() - started, notes)
     ctx.exit(0 if summary.succeeded or (until and not summary.failed) else 1)
+
+
+def _configured(ctx, config, cache_url, max_local_jobs, sleep_schedule):
+    """Command-line options and environment variables win; then the configuration files."""
+    from click.core import ParameterSource
+
+    if not cache_url and config.run_value("cache"):
+        cache_url = config.run_value("cache")[0]
+    if max_local_jobs is None and config.run_value("max_local_jobs"):
+        max_local_jobs = config.run_value("max_local_jobs")[0]
+    if ctx.get_parameter_source("sleep_schedule") == ParameterSource.DEFAULT and config.run_value("sleep_schedule"):
+        sleep_schedule = config.run_value("sleep_schedule")[0]
+    return cache_url, max_local_jobs, sleep_schedule
 
 
 @cli.command()
@@ -92,6 +119,7 @@ def prepare(instance_dir, generator, until, sleep_schedule):
     """Generate the task scripts of the pipeline WITHOUT running anything."""
     pipeline = load_pipeline(generator)
     instance = Instance(instance_dir)
+    apply_to_pipeline(load_config(instance_dir), pipeline)
     summary = Scheduler(pipeline, instance, _options(until, False, False, sleep_schedule, 1)).prepare()
     counts = summary.counts()
     click.echo(f"prepared {len(summary.states)} tasks in {instance.root}: "
@@ -113,26 +141,3 @@ def _dry_run(pipeline, instance: Instance) -> None:
         click.echo(f"{key}\t{what}")
     for wait in evaluation.waits:
         click.echo(f"(generator waits: {wait}; more tasks may appear)")
-
-
-def _printer(verbose: bool):
-    def on_change(key: str, old, new) -> None:
-        if new == st.COMPLETED or st.is_failure(new) or (verbose and new in (st.LAUNCHED, st.READY)):
-            click.echo(f"{time.strftime('%H:%M:%S')} {key}: {new}")
-
-    return on_change
-
-
-def _print_summary(instance: Instance, summary: RunSummary, seconds: float) -> None:
-    counts = summary.counts()
-    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    click.echo(f"{len(summary.states)} tasks in {seconds:.1f}s: {parts}")
-    for key in summary.failed:
-        reason = failure_reason(instance, key) or summary.states[key]
-        click.echo(f"FAILED {key}: {reason} (log: {instance.control_dir(key) / 'out.log'})", err=True)
-        for line in log_tail(instance, key):
-            click.echo(f"    {line}", err=True)
-    for key, upstreams in sorted(summary.blocked.items())[:20]:
-        click.echo(f"waiting {key}: upstream not completed: {', '.join(upstreams)}", err=True)
-    for wait in summary.unsatisfied_waits:
-        click.echo(f"generator still waits: {wait}", err=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import statistics
 import subprocess
 import sys
 
@@ -19,7 +18,6 @@ from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
 from drypipe.proc import process_matches
 from drypipe.task_conf import TaskConf
-from drypipe.task_info import failure_reason, log_tail, task_timing
 
 
 def _states(instance: Instance, pattern: str = "*") -> dict[str, str | None]:
@@ -41,15 +39,33 @@ def _running_pid(instance: Instance, key: str) -> int | None:
 @cli.command()
 @instance_dir_option
 @click.option("--filter", "pattern", default="*", help="Only tasks whose key matches this glob.")
-@click.option("--state", "state_filter", help="Only tasks in this state (e.g. failed, completed, running).")
-def status(instance_dir, pattern, state_filter):
-    """Show each task's state; exit code 0 only when every task has completed."""
+@click.option("--state", "state_filter",
+              help="Only tasks in this state: waiting, ready, running, completed, failed (any failure), "
+                   "killed, timed-out, lost, stale (with -p), or an exact marker such as failed.1.")
+@click.option("--generator", "-p", "--pipeline", "generator", envvar="DRYPIPE_PIPELINE_GENERATOR",
+              help="<module>:<function>: also mark completed tasks that are stale (would rerun).")
+def status(instance_dir, pattern, state_filter, generator):
+    """Show each task's state, executor, job id and duration.
+
+    Exit code: 0 when every task has completed (and none is stale, with -p), 1 when a task
+    failed, 3 when tasks are still waiting or running.
+    """
     from drypipe.status_table import print_status
 
     instance = open_instance(instance_dir)
     states = _states(instance, pattern)
-    all_done = print_status(instance, states, state_filter)
-    sys.exit(0 if all_done else 1)
+    stale: set[str] = set()
+    if generator:
+        from drypipe import signature as sig
+        from drypipe.cli.cache_commands import current_signer
+
+        signer = current_signer(instance, generator)
+        for key, state in states.items():
+            if state == st.COMPLETED and key in signer.docs:
+                record = sig.read_record(instance.control_dir(key))
+                if record is not None and record.get("signature") != signer.signature(key):
+                    stale.add(key)
+    sys.exit(print_status(instance, states, state_filter, stale))
 
 
 @cli.command()
@@ -63,6 +79,14 @@ def status(instance_dir, pattern, state_filter):
 def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_dest):
     """Run one task by hand (as its ./task script would), even with no orchestrator running."""
     instance = open_instance(instance_dir)
+    if ssh_remote_dest:  # run it on that host instead (see `drypipe remote-exec`)
+        from drypipe.cli.remote_commands import run_on_remote_dest
+
+        run_on_remote_dest(instance, task_key, ssh_remote_dest, wait)
+        return
+    if from_remote:  # started over ssh by an orchestrator: the task must outlive that session
+        for name in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "SSH_AUTH_SOCK"):
+            os.environ.pop(name, None)
     _run_task_script(instance, task_key, [], wait, tail)
 
 
@@ -76,9 +100,16 @@ def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_
 def restart(instance_dir, task_key, at_step, reset, wait, from_remote):
     """Restart a task at its last unsuccessful step (a completed task restarts from step 0)."""
     instance = open_instance(instance_dir)
-    state = st.read_state(str(instance.existing_control_dir(task_key)))
+    control = instance.existing_control_dir(task_key)
+    state = st.read_state(str(control))
     if at_step is None:
         at_step = 0 if reset or state == st.COMPLETED else st.step_of(state)
+    try:
+        steps = len(json.loads((control / "task-conf.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        steps = None  # the task script checks too
+    if steps is not None and at_step >= steps:
+        raise UserError(f"task {task_key}: --at-step {at_step}: it has {steps} step(s), numbered from 0")
     _run_task_script(instance, task_key, ["--at-step", str(at_step)], wait, False)
 
 
@@ -104,6 +135,8 @@ def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, 
 def kill(instance_dir, pattern):
     """Stop running tasks (SIGTERM locally, scancel under Slurm): they end in state killed.N."""
     instance = open_instance(instance_dir)
+    if not any(c in pattern for c in "*?["):
+        instance.existing_control_dir(pattern)  # an exact key: an error if there is no such task
     running = [k for k, s in _states(instance, pattern).items() if st.is_in_flight(s)]
     if not running:
         click.echo("no running task matches")
@@ -111,7 +144,7 @@ def kill(instance_dir, pattern):
     by_executor: dict[str, list[TaskRun]] = {}
     for key in running:
         conf = TaskConf.from_dict(json.loads((instance.control_dir(key) / "task-conf.json").read_text())["task_conf"])
-        by_executor.setdefault(conf.executer_type, []).append(TaskRun(key, instance.root, conf))
+        by_executor.setdefault(conf.executor_name(), []).append(TaskRun(key, instance.root, conf))
     context = ExecutorContext(instance.root)
     for name, runs in by_executor.items():
         executor_class(name)(context).kill(runs)
@@ -183,19 +216,28 @@ def call(instance_dir, task_key, module_function):
 @instance_dir_option
 @click.option("--task-key", "-k", "task_key", help="One task only.")
 @click.option("--filter", "pattern", default="*", show_default=True, help="Glob over task keys.")
-def report_execution_times(instance_dir, task_key, pattern):
-    """Execution time of each task, and min/median/max/total over the matching tasks."""
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write a self-contained HTML report with a timeline chart to this file.")
+def report_execution_times(instance_dir, task_key, pattern, html_file):
+    """Duration (and CPU time, when recorded) of each task, then min/median/max/total per group
+    of tasks whose keys differ only by numbers (task-for-chunk.*) and over all matching tasks."""
+    from drypipe import report
+    from drypipe.display import columns
+
     instance = open_instance(instance_dir)
-    keys = [task_key] if task_key else list(_states(instance, pattern))
-    durations = []
-    for key in keys:
-        timing = task_timing(instance, key)
-        seconds = timing.seconds
-        click.echo(f"{key}\t{'-' if seconds is None else f'{seconds:.3f}s'}")
-        if seconds is not None:
-            durations.append(seconds)
-    if durations:
-        click.echo(
-            f"{len(durations)} tasks: min {min(durations):.3f}s, median {statistics.median(durations):.3f}s, "
-            f"max {max(durations):.3f}s, total {sum(durations):.3f}s"
-        )
+    if task_key:
+        instance.existing_control_dir(task_key)
+    times = report.collect(instance, pattern, [task_key] if task_key else None)
+    if not times:
+        raise UserError(f"no task matches {pattern!r} in {instance.root}")
+    tasks, groups = report.text_tables(times, task_key or pattern)
+    for line in columns(tasks, right={3, 4}):
+        click.echo(line)
+    click.echo()
+    for line in columns(groups, right={1, 2, 3, 4, 5, 6}):
+        click.echo(line)
+    if html_file:
+        from drypipe.instance import write_atomic
+
+        write_atomic(html_file, report.html_report(instance, times, task_key or pattern))
+        click.echo(f"HTML report: {os.path.abspath(html_file)}")

@@ -135,12 +135,19 @@ __in_container() {  # __in_container IMAGE STEP: run one step inside an apptaine
         "$runtime" exec "$image" "$__control_dir/task" --step-only "$2"
 }
 
+__log_cpu() {  # CPU seconds (user, system) of this run's steps, for `drypipe report-execution-times`
+    local __t="$__control_dir/.times.tmp" __line
+    times > "$__t" 2>/dev/null && { read -r __line; read -r __line; } < "$__t" && __log "cpu $__line"
+    rm -f -- "$__t"
+}
+
 __start_time() {  # sets __started to the kernel start time of pid $1 (pid + start time identify a process)
     local stat
     __started=0
     { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 0
     stat=${stat##*) }
     set -- $stat
+    [[ $1 == [ZX] ]] && return 0  # a zombie (dead, not reaped) is not running
     __started=${20}
 }
 
@@ -150,14 +157,45 @@ __write_pid() {
         > "$__control_dir/.pid.tmp" && mv -f -- "$__control_dir/.pid.tmp" "$__control_dir/pid"
 }
 
-__on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Slurm before the time limit)
+__on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Slurm before the time limit); $2: the signal
     trap '' TERM INT USR1
-    __signalled=$1
+    __signalled=$1 __signal_name=$2
     [[ -n ${__child:-} ]] && kill -TERM -- "-$__child" 2>/dev/null
 }
 
+__exit_reason() {  # "exit code N", naming the signal when N > 128 (137: SIGKILL, e.g. out of memory)
+    local name
+    __reason="exit code $1"
+    if (( $1 > 128 && $1 < 160 )) && name=$(kill -l "$(( $1 - 128 ))" 2>/dev/null); then
+        __reason+=": killed by SIG$name"
+        (( $1 == 137 )) && __reason+=" (e.g. out of memory)"
+    fi
+}
+
+__full_disk_note() {  # a step failed on a full file system: say so (its own error may not have fit in out.log)
+    local dir avail size
+    for dir in "$__task_output_dir" "$__control_dir"; do
+        read -r avail size < <(stat -f -c '%a %S' -- "$dir" 2>/dev/null) || continue
+        if [[ -n $size ]] && (( avail * size < 65536 )); then
+            __reason+=" (no space left on device: $((avail * size)) bytes free for ${dir#"$__pipeline_instance_dir"/})"
+            return 0
+        fi
+    done
+}
+
+__check_inputs() {  # the input files of upstream tasks exist (a completed task's output deleted since?)
+    local __i __missing=()
+    for __i in "${__input_files[@]}"; do
+        [[ -e $__i ]] || __missing+=("${__i#"$__pipeline_instance_dir"/}")
+    done
+    (( ${#__missing[@]} )) || return 0
+    __transition "failed.$1" "missing input file(s): ${__missing[*]}"
+    echo "drypipe: task $__task_key: missing input file(s), outputs of upstream tasks: ${__missing[*]}" >> "$__out_log"
+    return 1
+}
+
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
-    local __start=$1 __step __rc __state __f __missing=()
+    local __start=$1 __step __rc __state __f __missing=() __reason
     __load_env
     mkdir -p "$__task_output_dir" "$__scratch_dir"
     __write_pid
@@ -168,9 +206,11 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             *) __start=0 ;;
         esac
     fi
+    __check_inputs "$__start" || exit 1
     __signalled=""
-    trap '__on_signal killed' TERM INT
-    trap '__on_signal timed-out' USR1
+    trap '__on_signal killed SIGTERM' TERM
+    trap '__on_signal killed SIGINT' INT
+    trap '__on_signal timed-out SIGUSR1' USR1
     set -m  # each step runs in its own process group, so `task kill` stops all of it
     cd "$__task_output_dir" || exit 1
     for ((__step = __start; __step < __step_count; __step++)); do
@@ -184,12 +224,15 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
         done
         __child=""
         if [[ -n $__signalled ]]; then
-            __transition "$__signalled.$__step" "signal"
+            __transition "$__signalled.$__step" "received $__signal_name"
             exit 143
         fi
         if (( __rc != 0 )); then
-            __transition "failed.$__step" "exit code $__rc"
-            echo "drypipe: task $__task_key: step $__step failed with exit code $__rc" >> "$__out_log"
+            __log_cpu
+            __exit_reason "$__rc"
+            __full_disk_note
+            __transition "failed.$__step" "$__reason"
+            echo "drypipe: task $__task_key: step $__step failed with $__reason" >> "$__out_log"
             exit "$__rc"
         fi
         __write_output_vars_json
@@ -209,6 +252,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
         exit 1
     fi
     [[ $__scratch_dir == "$__task_output_dir/scratch" ]] && rmdir "$__scratch_dir" 2>/dev/null
+    __log_cpu
     __transition completed
 }
 
@@ -256,6 +300,9 @@ __main() {
         run)
             if [[ -n $step_only ]]; then
                 __load_env; __run_step "$step_only"
+            elif [[ -n $at_step && ! ( $at_step =~ ^[0-9]+$ && 10#$at_step -lt __step_count ) ]]; then
+                echo "task $__task_key: --at-step $at_step: the task has steps 0 to $((__step_count - 1))" >&2
+                return 2
             else
                 __run "$at_step"
             fi

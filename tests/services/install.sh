@@ -22,7 +22,8 @@ fi
 # runs (root's pyenv lives under /root, mode 700) and the one the moto venv is built from.
 PACKAGES=(slurmctld slurmd slurm-client munge
           openssh-server openssh-client rsync
-          procps tmux curl iproute2 python3 python3-venv)
+          procps tmux curl iproute2 python3 python3-venv
+          chromium)  # headless: tests/ux open the HTML report of report-execution-times in it
 
 missing=()
 for p in "${PACKAGES[@]}"; do

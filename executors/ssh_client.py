@@ -1,0 +1,391 @@
+"""The two channels to a remote host: paramiko for commands, rsync over ssh for data.
+
+- `SshConnection`: ONE paramiko connection per host for the whole run, reused by every
+  command; reconnected when it drops (first retry at once, then with a back-off).  Every
+  command is a bash script fed to `bash -s` on stdin (no command-line length limit, nothing
+  of it in the remote process list) and is written to be safe to run twice, so a command cut
+  by a dropped connection is simply run again after reconnecting.
+- `rsync`: `rsync -e "ssh -i KEY -p PORT -o UserKnownHostsFile=... -o StrictHostKeyChecking=yes"`,
+  retried on rsync's retryable exit codes (connection and timeout errors).
+
+Host keys are checked against known_hosts (RejectPolicy); an unknown host is refused with a
+message saying how to trust it, unless `ssh_accept_unknown_host` is set; a key that does not
+match known_hosts is always refused.  Errors that retrying cannot fix (unknown or changed host
+key, refused authentication, unusable private key) are `UserError`s; the others are
+`SshUnavailable` (try again later).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from drypipe.errors import UserError
+from drypipe.instance import write_atomic
+from executors.ssh_config import HostSettings, check_private_key
+
+log = logging.getLogger("drypipe.ssh")
+
+# rsync exit codes worth retrying: socket I/O (10), protocol data stream (12), timeouts (30,
+# 35), and 255 = ssh could not connect or the connection dropped.
+RSYNC_RETRYABLE = {10, 12, 30, 35, 255}
+RSYNC_VANISHED = 24  # some source files vanished during the transfer: not an error for us
+RSYNC_ATTEMPTS = 4
+COMMAND_TIMEOUT = 300.0
+MAX_BACKOFF = 60.0
+
+
+class SshUnavailable(Exception):
+    """The host cannot be reached right now (connection refused or dropped, timeout)."""
+
+
+class UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey):
+        super().__init__(f"{hostname} not found in known_hosts")
+        self.hostname = hostname
+        self.key = key
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(hostname, key)
+
+
+class _AcceptUnknown(paramiko.MissingHostKeyPolicy):
+    """Trust a host that known_hosts does not list (explicit opt-in), for this run only."""
+
+    def __init__(self, on_accept):
+        self.on_accept = on_accept
+
+    def missing_host_key(self, client, hostname, key):
+        log.warning("ssh: accepting the UNKNOWN host key of %s (%s %s): ssh_accept_unknown_host is set",
+                    hostname, key.get_name(), _fingerprint(key))
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.on_accept(hostname, key)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    import base64
+    import hashlib
+
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+class SshConnection:
+    """The control connection to one host (see the module docstring)."""
+
+    def __init__(self, settings: HostSettings, state_dir: Path):
+        self.settings = settings
+        self.state_dir = state_dir  # local dir for this run's files (accepted host keys)
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.RLock()
+        self._failures = 0
+        self._next_attempt = 0.0
+        self.ever_connected = False
+        self.command_count = 0
+        self.connect_count = 0
+        self.home: str | None = None
+        self._accepted_known_hosts: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return self.settings.label
+
+    # -- connecting ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Connect now (if not connected): UserError for configuration problems."""
+        with self._lock:
+            self._ensure(respect_backoff=False)
+
+    def _ensure(self, respect_backoff: bool = True) -> paramiko.Transport:
+        client = self._client
+        if client is not None:
+            transport = client.get_transport()
+            if transport is not None and transport.is_active():
+                return transport
+            self._drop()
+        now = time.monotonic()
+        if respect_backoff and now < self._next_attempt:
+            raise SshUnavailable(f"{self.label}: not reachable (next attempt in {self._next_attempt - now:.0f} s)")
+        try:
+            return self._connect()
+        except SshUnavailable:
+            self._failures += 1
+            self._next_attempt = time.monotonic() + min(MAX_BACKOFF, 2.0 ** (self._failures - 1))
+            raise
+
+    def _connect(self) -> paramiko.Transport:
+        settings = self.settings
+        target = settings.target
+        check_private_key(target)
+        client = paramiko.SSHClient()
+        known = settings.known_hosts
+        if known:
+            if os.path.exists(known):
+                client.load_host_keys(known)
+            elif not settings.accept_unknown:
+                raise UserError(f"known_hosts file {known} does not exist (ssh_known_hosts / DRYPIPE_SSH_KNOWN_HOSTS)")
+        else:
+            client.load_system_host_keys()
+            if os.path.exists("/etc/ssh/ssh_known_hosts"):
+                client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+        client.set_missing_host_key_policy(
+            _AcceptUnknown(self._remember_accepted) if settings.accept_unknown else _RejectUnknown()
+        )
+        kwargs = {
+            "hostname": target.hostname, "port": target.port, "username": target.user,
+            "timeout": settings.connect_timeout, "banner_timeout": settings.connect_timeout,
+            "auth_timeout": settings.connect_timeout,
+        }
+        if target.key_path:
+            kwargs.update(key_filename=target.key_path, look_for_keys=False, allow_agent=False)
+        passphrase = os.environ.get("DRYPIPE_SSH_KEY_PASSPHRASE")
+        if passphrase:
+            kwargs["passphrase"] = passphrase
+        try:
+            client.connect(**kwargs)
+        except UnknownHostKey as e:
+            client.close()
+            where = known or "~/.ssh/known_hosts"
+            raise UserError(
+                f"host {target.known_hosts_name} is not in known_hosts {where} (it offers {e.key.get_name()} key "
+                f"{_fingerprint(e.key)}); refusing to connect. Check the fingerprint and add the key "
+                f"(ssh-keyscan -p {target.port} {target.hostname} >> {where}), or set "
+                "TaskConf(executor_options={'ssh_accept_unknown_host': True}) to trust it"
+            ) from None
+        except paramiko.BadHostKeyException as e:
+            client.close()
+            raise UserError(
+                f"host key of {target.known_hosts_name} does NOT match known_hosts {known or '~/.ssh/known_hosts'} "
+                f"(got {e.key.get_name()} {_fingerprint(e.key)}): refusing to connect (possible "
+                "man-in-the-middle attack, or the host was reinstalled)"
+            ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise UserError(
+                f"private key {target.key_path} is encrypted: set DRYPIPE_SSH_KEY_PASSPHRASE or use an unencrypted key"
+            ) from None
+        except paramiko.AuthenticationException as e:
+            client.close()
+            key = f"key {target.key_path}" if target.key_path else "the default keys / ssh agent"
+            if self.ever_connected:  # it worked before in this run: a connection cut during auth
+                raise SshUnavailable(f"{self.label}: authentication interrupted ({e})") from None
+            raise UserError(f"ssh authentication as {target.label} failed with {key}") from None
+        except (paramiko.SSHException, ValueError) as e:
+            client.close()
+            text = str(e)
+            if "private key" in text.lower() or "not a valid" in text.lower() or isinstance(e, ValueError):
+                raise UserError(f"private key {target.key_path} cannot be used: {text}") from None
+            raise SshUnavailable(f"{self.label}: {text}") from None
+        except (TimeoutError, OSError, EOFError) as e:
+            client.close()
+            raise SshUnavailable(f"{self.label}: {_os_error(e)}") from None
+        transport = client.get_transport()
+        transport.set_keepalive(15)
+        self._client = client
+        self._failures = 0
+        self._next_attempt = 0.0
+        self.ever_connected = True
+        self.connect_count += 1
+        log.info("ssh: connected to %s", self.label)
+        return transport
+
+    def _remember_accepted(self, hostname: str, key: paramiko.PKey) -> None:
+        """Write the accepted key where rsync's ssh will check it (this run only)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"known_hosts.{self.settings.host_id}"
+        lines = []
+        if self.settings.known_hosts and os.path.exists(self.settings.known_hosts):
+            lines.append(Path(self.settings.known_hosts).read_text().rstrip("\n"))
+        lines.append(f"{hostname} {key.get_name()} {key.get_base64()}")
+        write_atomic(path, "\n".join(l for l in lines if l) + "\n", 0o600)
+        self._accepted_known_hosts = path
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001, S110 - closing a dead connection
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+            self._close_master()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT, retry: bool = True) -> Result:
+        """Run a bash script on the host (fed to `bash -s`); retried once on a fresh connection
+        if the connection drops (scripts are written to be safe to run twice)."""
+        with self._lock:
+            try:
+                return self._run_once(script, timeout)
+            except SshUnavailable as e:
+                if not retry:
+                    raise
+                log.info("ssh: %s; reconnecting", e)
+                self._drop()
+                return self._run_once(script, timeout)
+
+    def _run_once(self, script: str, timeout: float) -> Result:
+        transport = self._ensure()
+        self.command_count += 1
+        try:
+            channel = transport.open_session(timeout=self.settings.connect_timeout)
+            channel.settimeout(timeout)
+            channel.exec_command("bash -s")
+            channel.sendall(script.encode())
+            channel.shutdown_write()
+            out, err = [], []
+            deadline = time.monotonic() + timeout
+            while True:
+                busy = False
+                while channel.recv_ready():
+                    out.append(channel.recv(1 << 16))
+                    busy = True
+                while channel.recv_stderr_ready():
+                    err.append(channel.recv_stderr(1 << 16))
+                    busy = True
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if not transport.is_active() or (channel.closed and not channel.exit_status_ready()):
+                    raise SshUnavailable(f"{self.label}: connection lost during a command")
+                if not busy:
+                    if time.monotonic() > deadline:
+                        channel.close()
+                        raise SshUnavailable(f"{self.label}: command timed out after {timeout:.0f} s")
+                    time.sleep(0.002)
+            rc = channel.recv_exit_status()
+            channel.close()
+        except SshUnavailable:
+            self._drop()
+            raise
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
+            self._drop()
+            raise SshUnavailable(f"{self.label}: {_os_error(e)}") from None
+        return Result(rc, b"".join(out).decode("utf-8", "replace"), b"".join(err).decode("utf-8", "replace"))
+
+    # -- rsync ---------------------------------------------------------------------------------
+
+    def ssh_command(self) -> str:
+        """The `ssh` command line rsync uses (-e): same key, port and host key checking."""
+        settings = self.settings
+        target = settings.target
+        args = ["ssh", "-p", str(target.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"ConnectTimeout={int(settings.connect_timeout)}",
+                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        if target.key_path:
+            args += ["-i", target.key_path, "-o", "IdentitiesOnly=yes"]
+        known = self._accepted_known_hosts or settings.known_hosts
+        if known:
+            args += ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        if settings.control_master:
+            # One ssh connection shared by this run's rsyncs (a new one costs 0.3 s or more).
+            args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}",
+                     "-o", "ControlPersist=60"]
+        return " ".join(shlex.quote(a) for a in args)
+
+    @property
+    def control_path(self) -> str:
+        import hashlib
+        import tempfile
+
+        raw = f"{os.getpid()} {self.settings}"
+        return os.path.join(tempfile.gettempdir(), f"drypipe-ssh-{hashlib.sha256(raw.encode()).hexdigest()[:16]}")
+
+    def _close_master(self) -> None:
+        if self.settings.control_master and os.path.exists(self.control_path):
+            try:
+                subprocess.run(["ssh", "-o", f"ControlPath={self.control_path}", "-O", "exit", self.remote("")[:-1]],
+                               capture_output=True, timeout=10, check=False, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as e:  # it exits by itself after ControlPersist
+                log.debug("ssh: closing the shared connection to %s: %s", self.label, e)
+
+    def remote(self, path: str) -> str:
+        """An rsync remote argument for a path on this host."""
+        target = self.settings.target
+        user = f"{target.user}@" if target.user else ""
+        return f"{user}{target.host}:{path}"
+
+    def rsync(self, args: list[str], files: list[str] | None = None, what: str = "rsync") -> None:
+        """Run rsync with our ssh; `files` (relative paths) go to --files-from.  Retryable
+        failures are retried; then SshUnavailable.  Other failures: UserError."""
+        command = ["rsync", "-e", self.ssh_command(), *args]
+        if files is not None:
+            command.insert(1, "--files-from=-")
+        stdin = "".join(f + "\n" for f in files) if files is not None else None
+        delay = 0.5
+        for attempt in range(1, RSYNC_ATTEMPTS + 1):
+            if not self.ever_connected:
+                self.check()  # paramiko first: clear errors for host keys and keys
+            try:
+                done = subprocess.run(command, input=stdin, capture_output=True, text=True,
+                                      timeout=COMMAND_TIMEOUT * 4, check=False)
+            except FileNotFoundError:
+                raise UserError("rsync is not installed on this host (it copies tasks to and from ssh hosts)") from None
+            except subprocess.TimeoutExpired:
+                done = subprocess.CompletedProcess(command, 30, "", "timed out")
+            if done.returncode in (0, RSYNC_VANISHED):
+                return
+            message = _rsync_error(done.stderr)
+            if done.returncode not in RSYNC_RETRYABLE:
+                raise UserError(f"{what} with {self.label} failed (rsync exit code {done.returncode}): {message}")
+            log.info("ssh: %s with %s failed (rsync exit code %d, attempt %d): %s",
+                     what, self.label, done.returncode, attempt, message)
+            if attempt < RSYNC_ATTEMPTS:
+                time.sleep(delay)
+                delay *= 2
+        raise SshUnavailable(f"{what} with {self.label} failed {RSYNC_ATTEMPTS} times: {message}")
+
+
+def _rsync_error(stderr: str) -> str:
+    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    return "; ".join(lines[-4:]) or "no error message"
+
+
+def _os_error(e: BaseException) -> str:
+    if isinstance(e, socket.timeout):
+        return "timed out"
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text
+
+
+class ConnectionPool:
+    """One `SshConnection` per host settings, for the whole run."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self._connections: dict[HostSettings, SshConnection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: HostSettings) -> SshConnection:
+        with self._lock:
+            connection = self._connections.get(settings)
+            if connection is None:
+                connection = self._connections[settings] = SshConnection(settings, self.state_dir)
+            return connection
+
+    def all(self) -> list[SshConnection]:
+        return list(self._connections.values())
+
+    def close(self) -> None:
+        for connection in self.all():
+            connection.close()

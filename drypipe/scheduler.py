@@ -98,7 +98,8 @@ class Scheduler:
         self.confs: dict[str, TaskConf] = {}
         self.waiting_on: dict[str, set[str]] = {}
         self.dependents: dict[str, set[str]] = defaultdict(set)
-        self.ready: dict[str, int] = {}  # key -> start step, in launch order
+        self.ready: dict[str, int] = {}  # key -> start step, in launch order; change with _ready/_unready
+        self.ready_per_executor: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, TaskRun] = {}
         self.dead_since: dict[str, float] = {}
         self.executors: dict[str, Executor] = {}
@@ -291,7 +292,7 @@ class Scheduler:
             else:
                 self._refresh(key)
                 return
-        self.ready[key] = start
+        self._ready(key, start)
 
     def _set_state(self, key: str, new: str | None) -> None:
         old = self.states.get(key)
@@ -317,7 +318,7 @@ class Scheduler:
             self._record_outcome(key, new)
         self.in_flight.pop(key, None)
         self.dead_since.pop(key, None)
-        self.ready.pop(key, None)
+        self._unready(key)
         if new != st.COMPLETED:
             self._pick_up_failed_dependents(key)
             return
@@ -391,7 +392,7 @@ class Scheduler:
             new = st.COMPLETED
             _append_log_line(control, f"state.completed from cache {self.cache.url}")
         if st.transition(str(control), self.states.get(key), new):
-            self.ready.pop(key, None)
+            self._unready(key)
             self.from_cache.add(key)
             self._on_state(key, new)
             return True
@@ -442,7 +443,7 @@ class Scheduler:
                 self.in_flight.pop(key)
                 self.dead_since.pop(key, None)
                 self._set_state(key, st.READY)
-                self.ready[key] = run.start_step
+                self._ready(key, run.start_step)
             return True
         new = st.LOST if liveness.outcome == st.LOST else f"{liveness.outcome}.{st.step_of(marker)}"
         if st.transition(control, marker, new):
@@ -455,9 +456,21 @@ class Scheduler:
 
     # -- launching -----------------------------------------------------------------------------
 
+    def _ready(self, key: str, start: int) -> None:
+        if key not in self.ready:
+            self.ready_per_executor[self.confs[key].executor_name()] += 1
+        self.ready[key] = start
+
+    def _unready(self, key: str) -> None:
+        if self.ready.pop(key, None) is not None:
+            self.ready_per_executor[self.confs[key].executor_name()] -= 1
+
     def _launch_ready(self) -> bool:
         if not self.ready:
             return False
+        # Executors with ready tasks and room for more: the scan stops when none is left,
+        # so a cycle costs what it launches, not the length of the ready queue.
+        open_executors = {name for name, n in self.ready_per_executor.items() if n > 0}
         batches: dict[str, list[TaskRun]] = defaultdict(list)
         capacity: dict[str, int | None] = {}
         in_flight: dict[str, int] = defaultdict(int)
@@ -477,6 +490,9 @@ class Scheduler:
                 capacity[name] = None if limit is None else max(0, limit - in_flight[name])
             room = capacity[name]
             if room is not None and len(batches[name]) >= room:
+                open_executors.discard(name)
+                if not open_executors:
+                    break
                 continue
             batches[name].append(TaskRun(key, self.instance.root, conf, start))
         launched = restored
@@ -493,7 +509,7 @@ class Scheduler:
             if st.transition(str(run.control_dir), old, st.LAUNCHED):
                 claimed.append(run)
             else:
-                self.ready.pop(run.key, None)
+                self._unready(run.key)
                 self._refresh(run.key)
         if not claimed:
             return
@@ -507,7 +523,7 @@ class Scheduler:
             raise UserError(message if message.startswith(("task ", "tasks ")) else f"task {claimed[0].key}: {message}") from e
         for run in claimed:
             run.handle = handles.get(run.key)
-            self.ready.pop(run.key, None)
+            self._unready(run.key)
             self.in_flight[run.key] = run
             self._set_state(run.key, st.LAUNCHED)
         self.next_poll.setdefault(executor.name, 0)

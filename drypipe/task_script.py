@@ -124,7 +124,10 @@ def _task_script(doc: dict[str, Any]) -> str:
     cases = "\n".join(f"        {i}) {_step_command(i, s)} ;;" for i, s in enumerate(doc["steps"]))
     return f"""#!/usr/bin/env bash
 # drypipe task {key}: `./task` runs it (also by hand or under sbatch); `./task --help` for more.
-__control_dir=$(cd -- "$(dirname -- "${{BASH_SOURCE[0]}}")" && pwd)
+__control_dir=${{BASH_SOURCE[0]%/*}}  # this script's directory, found without forking
+[[ ${{BASH_SOURCE[0]}} == */* ]] || __control_dir=.
+[[ $__control_dir == /* ]] || __control_dir=$PWD/$__control_dir
+[[ $__control_dir != */../* && $__control_dir != */.. ]] || __control_dir=$(cd -- "$__control_dir" && pwd)
 __pipeline_instance_dir=${{__control_dir%/.drypipe/*}}
 export __control_dir __pipeline_instance_dir
 export __task_key={q(key)}

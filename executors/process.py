@@ -2,6 +2,8 @@
 at once, and wakes the scheduler loop the moment one exits."""
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,13 +15,32 @@ from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.proc import process_matches, stop_orphaned_session
 
 
+# The task script's shebang is `/usr/bin/env bash`; naming bash directly saves an exec per task.
+_BASH = shutil.which("bash") or "bash"
+
+
+def _spawn(args: list[str], log_path: str) -> int:
+    """Start a task script in a new session (it survives the orchestrator; `task kill` stops it),
+    stdout and stderr appended to its drypipe.log.  posix_spawn (vfork) is several times
+    cheaper than fork for a large orchestrator process."""
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        return os.posix_spawn(args[0], args, os.environ, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ])
+    finally:
+        os.close(log)
+
+
 class ProcessExecutor(Executor):
     name = "process"
     event_driven = True
 
     def __init__(self, context: ExecutorContext):
         super().__init__(context)
-        self._children: dict[str, subprocess.Popen] = {}
+        self._children: dict[str, int] = {}  # task key -> pid of its task script
         self._exit_codes: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -29,24 +50,19 @@ class ProcessExecutor(Executor):
     def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
         handles = {}
         for task in tasks:
-            with open(task.control_dir / "drypipe.log", "ab") as log:
-                child = subprocess.Popen(
-                    [str(task.script), "--at-step", str(task.start_step)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,  # the task survives the orchestrator; `task kill` stops it
-                    close_fds=True,
-                )
+            task.output_dir.mkdir(parents=True, exist_ok=True)  # saves the task script a mkdir
+            pid = _spawn([_BASH, str(task.script), "--at-step", str(task.start_step)],
+                         str(task.control_dir / "drypipe.log"))
             with self._lock:
-                self._children[task.key] = child
+                self._children[task.key] = pid
                 self._exit_codes.pop(task.key, None)
-            threading.Thread(target=self._reap, args=(task.key, child), daemon=True).start()
-            handles[task.key] = str(child.pid)
+            threading.Thread(target=self._reap, args=(task.key, pid), daemon=True).start()
+            handles[task.key] = str(pid)
         return handles
 
-    def _reap(self, key: str, child: subprocess.Popen) -> None:
-        code = child.wait()
+    def _reap(self, key: str, pid: int) -> None:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
         with self._lock:
             self._exit_codes[key] = code
         self.context.wakeup.set()
@@ -55,9 +71,9 @@ class ProcessExecutor(Executor):
         result = {}
         for task in tasks:
             with self._lock:
-                child = self._children.get(task.key)
+                pid = self._children.get(task.key)
                 code = self._exit_codes.get(task.key)
-            if child is None:
+            if pid is None:
                 result[task.key] = self._poll_adopted(task)
             elif code is None:
                 result[task.key] = Liveness(alive=True)
@@ -70,7 +86,7 @@ class ProcessExecutor(Executor):
                     reason = f"task script killed by {_signal_name(-code)}"
                 else:
                     reason = f"task script exited with code {code} without recording a final state"
-                self._stop_leftovers(task, child.pid)
+                self._stop_leftovers(task, pid)
                 result[task.key] = Liveness(False, outcome, reason, certain=True)
         return result
 
@@ -89,8 +105,10 @@ class ProcessExecutor(Executor):
         """A task started by an earlier orchestrator (or by hand): identified by its pid file."""
         try:
             pid, start_time, *host = (task.control_dir / "pid").read_text().split()
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             return Liveness(False, "ready", "launched but never started")
+        except ValueError:  # the task script is writing its pid file right now
+            return Liveness(alive=True)
         if process_matches(int(pid), start_time):
             return Liveness(alive=True)
         if host[:1] in ([], [socket.gethostname()]):  # its processes are on this host

@@ -4,6 +4,11 @@
 #   __control_dir, __pipeline_instance_dir, __task_key, __step_count, __run_step N,
 #   __output_var_names (array), __output_files (array, filled by task-env.sh)
 
+# Bash's loadable mkdir/rmdir (Debian package bash-builtins), where installed, save a fork each.
+for __builtin in mkdir rmdir; do
+    [[ -f /usr/lib/bash/$__builtin ]] && enable -f "/usr/lib/bash/$__builtin" "$__builtin" 2>/dev/null
+done
+
 __usage() {
     cat <<USAGE
 usage: task [run] [--at-step N] [--wait]   run the task (in the foreground), from step N
@@ -17,17 +22,19 @@ __log() {  # one timestamped line in drypipe.log
     printf '%(%Y-%m-%dT%H:%M:%S)T %s %s\n' -1 "${EPOCHREALTIME:-0}" "$*" >> "$__control_dir/drypipe.log"
 }
 
-__current_state() {
+__current_state() {  # sets __state to the task's state ("" without a marker); no subshell: forks cost
     local m
+    __state=""
     for m in "$__control_dir"/state.*; do
-        [[ -e $m && $m != *.tmp ]] && { printf '%s' "${m##*/state.}"; return 0; }
+        [[ -e $m && $m != *.tmp ]] && { __state=${m##*/state.}; return 0; }
     done
     return 1
 }
 
 __transition() {  # atomic rename of the single state marker
     local old
-    old=$(__current_state) || old=""
+    __current_state
+    old=$__state
     if [[ -n $old ]]; then
         [[ $old == "$1" ]] || mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"
     else
@@ -60,6 +67,7 @@ __upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output va
 
 __save_output_vars() {  # record the declared output variables set by a bash step
     local __v __tmp="$__control_dir/.output_vars.sh.tmp"
+    (( ${#__output_var_names[@]} )) || return 0
     {
         for __v in "${__output_var_names[@]}"; do
             if [[ -v $__v ]]; then printf 'export %s=%q\n' "$__v" "${!__v}"; fi
@@ -80,20 +88,16 @@ __json_string() {  # sets __json to a JSON string literal of $1 (UTF-8 passes th
     __json="\"$s\""
 }
 
-__write_output_vars_json() {  # output_vars: JSON object of the task's output variables
-    local tmp="$__control_dir/.output_vars.tmp"
-    (
-        [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
-        __sep="" __body="{"
-        for __v in "${__output_var_names[@]}"; do
-            if [[ -v $__v ]]; then
-                __json_string "$__v"; __body+="$__sep$__json: "
-                __json_string "${!__v}"; __body+="$__json"
-                __sep=", "
-            fi
-        done
-        printf '%s}\n' "$__body"
-    ) > "$tmp" && mv -f -- "$tmp" "$__control_dir/output_vars"
+__write_output_vars_json() {  # output_vars: JSON of the output variables (sourced into this shell by __run)
+    local __tmp="$__control_dir/.output_vars.tmp" __sep="" __body="{" __v
+    for __v in "${__output_var_names[@]}"; do
+        if [[ -v $__v ]]; then
+            __json_string "$__v"; __body+="$__sep$__json: "
+            __json_string "${!__v}"; __body+="$__json"
+            __sep=", "
+        fi
+    done
+    printf '%s}\n' "$__body" > "$__tmp" && mv -f -- "$__tmp" "$__control_dir/output_vars"
 }
 
 __bash_step() {  # __bash_step FILE: source a bash snippet or script, then record its outputs
@@ -135,10 +139,16 @@ __in_container() {  # __in_container IMAGE STEP: run one step inside an apptaine
         "$runtime" exec "$image" "$__control_dir/task" --step-only "$2"
 }
 
-__log_cpu() {  # CPU seconds (user, system) of this run's steps, for `drypipe report-execution-times`
-    local __t="$__control_dir/.times.tmp" __line
-    times > "$__t" 2>/dev/null && { read -r __line; read -r __line; } < "$__t" && __log "cpu $__line"
-    rm -f -- "$__t"
+__log_cpu() {  # CPU time (user, system) of this run's steps, for `drypipe report-execution-times`
+    local __stat __ticks __line
+    { read -r __stat < "/proc/$$/stat"; } 2>/dev/null || return 0
+    __stat=${__stat##*) }
+    set -- $__stat
+    # fields 16 and 17 of /proc/PID/stat: CPU of waited-for children, in clock ticks (100 per second)
+    __ticks=("${14}" "${15}")
+    printf -v __line '0m%d.%02ds 0m%d.%02ds' $((__ticks[0] / 100)) $((__ticks[0] % 100)) \
+        $((__ticks[1] / 100)) $((__ticks[1] % 100))
+    __log "cpu $__line"
 }
 
 __start_time() {  # sets __started to the kernel start time of pid $1 (pid + start time identify a process)
@@ -151,10 +161,9 @@ __start_time() {  # sets __started to the kernel start time of pid $1 (pid + sta
     __started=${20}
 }
 
-__write_pid() {
+__write_pid() {  # written in place (no rename: a fork): readers take a partial pid file as "starting"
     __start_time $$
-    printf '%s %s %s\n' "$$" "$__started" "${HOSTNAME:-localhost}" \
-        > "$__control_dir/.pid.tmp" && mv -f -- "$__control_dir/.pid.tmp" "$__control_dir/pid"
+    printf '%s %s %s\n' "$$" "$__started" "${HOSTNAME:-localhost}" > "$__control_dir/pid"
 }
 
 __on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Slurm before the time limit); $2: the signal
@@ -197,10 +206,10 @@ __check_inputs() {  # the input files of upstream tasks exist (a completed task'
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
     local __start=$1 __step __rc __state __f __missing=() __reason
     __load_env
-    mkdir -p "$__task_output_dir" "$__scratch_dir"
+    [[ -d $__task_output_dir && -d $__scratch_dir ]] || mkdir -p "$__task_output_dir" "$__scratch_dir"
     __write_pid
     if [[ -z $__start ]]; then
-        __state=$(__current_state) || __state=""
+        __current_state
         case $__state in
             failed.*|killed.*|timed-out.*) __start=${__state##*.} ;;
             *) __start=0 ;;
@@ -235,7 +244,6 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             echo "drypipe: task $__task_key: step $__step failed with $__reason" >> "$__out_log"
             exit "$__rc"
         fi
-        __write_output_vars_json
         (( __step + 1 < __step_count )) && __transition "step-completed.$__step"
     done
     for __f in "${__output_files[@]}"; do
@@ -251,6 +259,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
         echo "drypipe: task $__task_key: missing output(s): ${__missing[*]}" >> "$__out_log"
         exit 1
     fi
+    (( ${#__output_var_names[@]} )) && __write_output_vars_json
     [[ $__scratch_dir == "$__task_output_dir/scratch" ]] && rmdir "$__scratch_dir" 2>/dev/null
     __log_cpu
     __transition completed
@@ -269,7 +278,7 @@ __kill() {
     pid=$(__pid_of_task) || { echo "task $__task_key is not running"; return 1; }
     kill -TERM "$pid"
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || { echo "task $__task_key: $(__current_state)"; return 0; }
+        kill -0 "$pid" 2>/dev/null || { __current_state; echo "task $__task_key: $__state"; return 0; }
         sleep 0.1
     done
     echo "task $__task_key did not stop within 10 s (pid $pid)" >&2

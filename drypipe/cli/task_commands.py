@@ -137,7 +137,10 @@ def kill(instance_dir, pattern):
     instance = open_instance(instance_dir)
     if not any(c in pattern for c in "*?["):
         instance.existing_control_dir(pattern)  # an exact key: an error if there is no such task
-    running = [k for k, s in _states(instance, pattern).items() if st.is_in_flight(s)]
+    matching = _states(instance, pattern)
+    if not matching:
+        raise UserError(f"no task matches {pattern!r} in {instance.root}")
+    running = [k for k, s in matching.items() if st.is_in_flight(s)]
     if not running:
         click.echo("no running task matches")
         return

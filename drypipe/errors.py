@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class GeneratorError(UserError):
     """The pipeline generator raised or yielded something invalid."""
+
+
+class BackendUnavailable(Exception):
+    """An executor's backend cannot be reached for now (Slurm controller down, connection lost):
+    the loop keeps the tasks ready and tries again later, instead of stopping the run."""

@@ -21,7 +21,7 @@ from drypipe import state as st
 from drypipe.cache import CachePolicy, OutputCache, open_cache
 from drypipe.digests import DigestCache
 from drypipe.dsl import Evaluation, Pipeline, evaluate
-from drypipe.errors import UserError
+from drypipe.errors import BackendUnavailable, UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun, executor_class
 from drypipe.instance import Instance
 from drypipe.task import Task
@@ -104,6 +104,7 @@ class Scheduler:
         self.dead_since: dict[str, float] = {}
         self.executors: dict[str, Executor] = {}
         self.next_poll: dict[str, float] = {}
+        self.launch_after: dict[str, float] = {}  # executor -> no launch before (backend unavailable)
         self.evaluation = Evaluation()
         self.blocked_on: dict[str, list[set[str]]] = {}
         self.need_evaluation = True
@@ -488,6 +489,8 @@ class Scheduler:
             if name not in capacity:
                 limit = self._executor(name).max_in_flight()
                 capacity[name] = None if limit is None else max(0, limit - in_flight[name])
+                if time.monotonic() < self.launch_after.get(name, 0):
+                    capacity[name] = 0  # its backend was unavailable a moment ago
             room = capacity[name]
             if room is not None and len(batches[name]) >= room:
                 open_executors.discard(name)
@@ -516,6 +519,14 @@ class Scheduler:
         executor.prepare(claimed)
         try:
             handles = executor.launch(claimed)
+        except BackendUnavailable as e:
+            for run in claimed:  # still ready: launched again after a back-off
+                st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)
+            delay = max(self.options.sleep_schedule or (1,))
+            self.launch_after[executor.name] = time.monotonic() + delay
+            log.warning("%s unavailable (%s): %d tasks stay ready, next try in %.0f s",
+                        executor.name, e, len(claimed), delay)
+            return
         except UserError as e:
             for run in claimed:
                 st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)

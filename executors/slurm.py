@@ -87,9 +87,11 @@ class SlurmExecutor(Executor):
                 part = group[start:start + chunk]
                 try:
                     job_id = self.submit_array(part)
-                except UserError as e:
+                except (UserError, sc.SlurmUnavailable) as e:
                     if submitted:  # all or nothing: the loop restores every task's marker
                         self._roll_back(submitted, [t for t in tasks if t.key in handles])
+                    if isinstance(e, sc.SlurmUnavailable):
+                        raise  # the loop tries again later
                     keys = [t.key for t in part]
                     shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
                     raise UserError(f"task{'s' if len(keys) > 1 else ''} {shown}: {e}") from None

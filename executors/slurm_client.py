@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from drypipe.errors import UserError
+from drypipe.errors import BackendUnavailable, UserError
 
 log = logging.getLogger("drypipe.slurm")
 
@@ -58,7 +58,7 @@ class ClusterConfig:
     accounting: bool  # False when sacct cannot work (AccountingStorageType=accounting_storage/none)
 
 
-class SlurmUnavailable(Exception):
+class SlurmUnavailable(BackendUnavailable):
     """A query failed for a reason that says nothing about the jobs (controller down, timeout)."""
 
 
@@ -108,14 +108,22 @@ def is_job_id(text: str | None) -> bool:
     return bool(text) and bool(_JOB_ID.match(text))
 
 
+# sbatch's messages when the controller cannot be reached: the job itself is not at fault.
+_CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out", "Connection refused",
+                    "Slurm temporarily unable")
+
+
 def submit(args: list[str]) -> str:
     """Run an `sbatch --parsable ...` command line; the job id, or UserError with sbatch's error."""
     try:
         result = _run(args)
     except subprocess.TimeoutExpired:
-        raise UserError(f"sbatch did not answer within {COMMAND_TIMEOUT:.0f} s (is slurmctld up?)") from None
+        raise SlurmUnavailable(f"sbatch did not answer within {COMMAND_TIMEOUT:.0f} s (is slurmctld up?)") from None
     if result.returncode != 0:
-        raise UserError(f"sbatch failed (exit code {result.returncode}): {error_text(result.stderr)}")
+        message = f"sbatch failed (exit code {result.returncode}): {error_text(result.stderr)}"
+        if any(s in result.stderr for s in _CONTROLLER_DOWN):
+            raise SlurmUnavailable(message)
+        raise UserError(message)
     if result.stderr.strip():
         log.warning("sbatch: %s", result.stderr.strip())
     job_id = result.stdout.strip().splitlines()[-1].split(";")[0] if result.stdout.strip() else ""

@@ -145,3 +145,25 @@ def test_refused_sbatch_option_is_an_error_naming_the_task_and_changes_no_marker
     # A second run fails the same way: nothing half-written confuses it.
     again = drypipe("run", "-p", "tests.slurm.pipelines:bad_options", "-i", str(instance), *FAST, env=env)
     assert again.returncode == 1 and message.lower() in again.stderr.lower()
+
+
+def test_unreachable_controller_at_submission_is_retried_not_fatal(slurm_cluster, tmp_path):
+    """sbatch failing with "Unable to contact slurm controller" leaves the tasks ready; the
+    loop submits them again after its back-off and the run completes."""
+    calls = CallLog(tmp_path / "bin")
+    counter = tmp_path / "sbatch-failures"
+    sbatch = calls.directory / "sbatch"
+    real = sbatch.read_text()
+    sbatch.write_text(real.replace(
+        "exec ",
+        f'n=$(cat {counter} 2>/dev/null || echo 0); if [ "$n" -lt 2 ]; then echo $((n + 1)) > {counter}\n'
+        '  echo "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)" >&2\n'
+        "  exit 1\nfi\nexec ", 1))
+    env = calls.env(slurm_test_env(slurm_cluster, {"DRYPIPE_TEST_TASK_COUNT": "3"}))
+    instance = tmp_path / "i"
+    result = drypipe("run", "-p", "tests.slurm.pipelines:many", "-i", str(instance), "--sleep-schedule", "0,0.5",
+                     env=env, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "slurm unavailable" in result.stderr and "stay ready" in result.stderr
+    assert len(calls.calls("sbatch")) == 3  # two refused, then one array
+    assert output_vars(instance, "t0002") == {"y": "4"}

@@ -210,3 +210,24 @@ def test_s3_cache_on_a_real_server(tmp_path, s3_server):
     assert _outputs(second) == _outputs(first)
     listing = drypipe("cache", "ls", url, cwd=code, env=env, check=True).stdout
     assert "4 entries" in listing
+
+
+def test_cache_gc_deletes_failed_and_interrupted_entries(tmp_path):
+    write_module(tmp_path, "g", '''
+        def gen(dsl):
+            yield dsl.task(key="good").outputs(f=dsl.file("f.txt")).calls("echo good > $f\\n")()
+            yield dsl.task(key="bad").calls("exit 1\\n")()
+        ''')
+    cache = tmp_path / "cache"
+    drypipe("run", "-p", "g:gen", "-i", str(tmp_path / "i"), "--cache", str(cache), cwd=tmp_path)
+    interrupted = cache / "ab" / ("ab" + "0" * 62)
+    (interrupted / "files").mkdir(parents=True)
+    os.utime(interrupted, (1, 1))
+    listing = drypipe("cache", "ls", str(cache), cwd=tmp_path, check=True).stdout
+    assert "2 entries" in listing and "failed" in listing
+    dry = drypipe("cache", "gc", str(cache), "--failed", "--dry-run", cwd=tmp_path, check=True).stdout
+    assert dry.count("would delete") == 2
+    drypipe("cache", "gc", str(cache), "--failed", cwd=tmp_path, check=True)
+    listing = drypipe("cache", "ls", str(cache), cwd=tmp_path, check=True).stdout
+    assert "1 entries" in listing and "good" in listing and "failed" not in listing
+    assert not interrupted.exists()

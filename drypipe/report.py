@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import html
 import json
-import re
 import statistics
 import time
 from collections import defaultdict
@@ -17,9 +16,8 @@ from drypipe import state as st
 from drypipe.display import executor_of, natural_key
 from drypipe.graph import numbered_pattern
 from drypipe.instance import Instance
+from drypipe.task_info import task_timing
 
-_END_EVENTS = ("state.completed", "state.failed", "state.killed", "state.timed-out", "state.lost")
-_BASH_TIME = re.compile(r"^(?:(\d+)m)?([\d.,]+)s$")
 
 
 @dataclass
@@ -38,42 +36,6 @@ class TaskTime:
         return max(0.0, self.ended - self.started)
 
 
-def _bash_seconds(text: str) -> float:
-    """`1m2.500s` (bash `times`) -> 62.5."""
-    m = _BASH_TIME.match(text.strip())
-    if not m:
-        raise ValueError(text)
-    return int(m.group(1) or 0) * 60 + float(m.group(2).replace(",", "."))
-
-
-def read_times(instance: Instance, key: str) -> tuple[float | None, float | None, float | None]:
-    """(started, ended, cpu seconds) of the task's last run, from its drypipe.log."""
-    started = ended = cpu = None
-    try:
-        with open(instance.control_dir(key) / "drypipe.log", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                parts = line.rstrip("\n").split(" ", 2)
-                if len(parts) < 3:
-                    continue
-                try:
-                    stamp = float(parts[1])
-                except ValueError:
-                    continue
-                event = parts[2]
-                if event.startswith("state.step-started.") and (started is None or ended is not None):
-                    started, ended, cpu = stamp, None, None
-                elif event.startswith(_END_EVENTS):
-                    ended = stamp
-                elif event.startswith("cpu "):  # `cpu <user> <system>` of the steps (bash `times`)
-                    try:
-                        cpu = (cpu or 0.0) + sum(_bash_seconds(t) for t in event.split()[1:3])
-                    except ValueError:
-                        pass
-    except FileNotFoundError:
-        pass
-    return started, ended, cpu
-
-
 def _executor(instance: Instance, key: str) -> str:
     try:
         doc = json.loads((instance.control_dir(key) / "task-conf.json").read_text())
@@ -88,7 +50,8 @@ def collect(instance: Instance, pattern: str = "*", keys: list[str] | None = Non
         keys = sorted((k for k in instance.task_keys() if fnmatch.fnmatchcase(k, pattern)), key=natural_key)
     times = []
     for key in keys:
-        started, ended, cpu = read_times(instance, key)
+        timing = task_timing(instance, key)
+        started, ended, cpu = timing.started, timing.ended, timing.cpu
         state = st.read_state(str(instance.control_dir(key)))
         times.append(TaskTime(key, state, _executor(instance, key), started, ended, cpu))
     return times

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from drypipe.instance import Instance
@@ -31,23 +32,36 @@ def failure_reason(instance: Instance, key: str) -> str | None:
 @dataclass
 class Timing:
     key: str
-    started: float | None
+    started: float | None  # epoch seconds of the last run's first step
     ended: float | None
+    cpu: float | None = None  # user + system seconds of the steps, when the task runtime recorded them
 
     @property
     def seconds(self) -> float | None:
         if self.started is None or self.ended is None:
             return None
-        return self.ended - self.started
+        return max(0.0, self.ended - self.started)
+
+
+_BASH_TIME = re.compile(r"^(?:(\d+)m)?([\d.,]+)s$")
+_END_EVENTS = ("state.completed", "state.failed", "state.killed", "state.timed-out", "state.lost")
+
+
+def _bash_seconds(text: str) -> float:
+    """`1m2.500s` (bash `times` format) -> 62.5."""
+    m = _BASH_TIME.match(text.strip())
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1) or 0) * 60 + float(m.group(2).replace(",", "."))
 
 
 def task_timing(instance: Instance, key: str) -> Timing:
-    """First step start and final state time, from the timestamps in drypipe.log."""
-    started = ended = None
+    """Start, end and CPU time of the task's last run, from the lines of its drypipe.log."""
+    started = ended = cpu = None
     try:
         with open(instance.control_dir(key) / "drypipe.log", encoding="utf-8", errors="replace") as f:
             for line in f:
-                parts = line.split(" ", 2)
+                parts = line.rstrip("\n").split(" ", 2)
                 if len(parts) < 3:
                     continue
                 try:
@@ -56,9 +70,14 @@ def task_timing(instance: Instance, key: str) -> Timing:
                     continue
                 event = parts[2]
                 if event.startswith("state.step-started.") and (started is None or ended is not None):
-                    started, ended = stamp, None
-                elif event.startswith(("state.completed", "state.failed", "state.killed", "state.timed-out")):
+                    started, ended, cpu = stamp, None, None
+                elif event.startswith(_END_EVENTS):
                     ended = stamp
+                elif event.startswith("cpu "):  # `cpu <user> <system>` written by the task runtime
+                    try:
+                        cpu = (cpu or 0.0) + sum(_bash_seconds(t) for t in event.split()[1:3])
+                    except ValueError:
+                        pass
     except FileNotFoundError:
         pass
-    return Timing(key, started, ended)
+    return Timing(key, started, ended, cpu)

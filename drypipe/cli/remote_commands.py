@@ -9,7 +9,6 @@ is loaded by its entry point, like every executor (drypipe imports none).
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import time
@@ -19,10 +18,10 @@ import click
 from drypipe import state as st
 from drypipe.cli import cli
 from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.cli.slurm_commands import resolve_keys
 from drypipe.errors import UserError
 from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
-from drypipe.keys import check_task_key
 from drypipe.task_conf import TaskConf
 
 group_key_option = click.option(
@@ -56,24 +55,9 @@ def _run(instance: Instance, ssh, key: str) -> TaskRun:
     return TaskRun(key, instance.root, conf, st.step_of(state) if st.is_failure(state) else 0)
 
 
-def _resolve(instance: Instance, key: str) -> list[str]:
-    """A parent key (array-create-parent), a glob over task keys, or one task key."""
-    if not any(c in key for c in "*?["):
-        check_task_key(key)
-        children = executor_class("slurm")(ExecutorContext(instance.root)).parent_keys(key)
-        if children is not None:
-            return children
-        instance.existing_control_dir(key)
-        return [key]
-    keys = sorted(k for k in instance.task_keys() if fnmatch.fnmatchcase(k, key))
-    if not keys:
-        raise UserError(f"no task matches {key!r} in {instance.root}")
-    return keys
-
-
 def _runs(instance: Instance, ssh, pattern: str) -> list[TaskRun]:
     runs = []
-    for key in _resolve(instance, pattern):
+    for key in resolve_keys(instance, pattern):
         conf = _conf(instance, ssh, key)
         if conf.ssh_specs:
             state = st.read_state(str(instance.control_dir(key)))

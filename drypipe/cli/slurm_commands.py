@@ -50,11 +50,11 @@ def _state(instance: Instance, key: str) -> str | None:
     return st.read_state(str(instance.control_dir(key)))
 
 
-def _resolve(instance: Instance, slurm, key: str) -> list[str]:
+def resolve_keys(instance: Instance, key: str, slurm=None) -> list[str]:
     """A parent key (array-create-parent), a glob over task keys, or one task key."""
     if not any(c in key for c in "*?["):
         check_task_key(key)
-        children = slurm.parent_keys(key)
+        children = (slurm or _slurm(instance)).parent_keys(key)
         if children is not None:
             return children
         instance.existing_control_dir(key)
@@ -192,7 +192,7 @@ def array_submit(instance_dir, task_key, limit):
     """
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
-    candidates = [(k, _state(instance, k)) for k in _resolve(instance, slurm, task_key)]
+    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key, slurm)]
     ready = [(k, s) for k, s in candidates if s == st.READY][:limit]
     if not ready:
         counts: dict[str, int] = {}
@@ -238,7 +238,7 @@ def restart_failed_array_tasks(instance_dir, task_key, include_pre_launch):
     array; each restarts at the step that did not complete."""
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
-    candidates = [(k, _state(instance, k)) for k in _resolve(instance, slurm, task_key)]
+    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key, slurm)]
     chosen = [(k, s) for k, s in candidates if st.is_failure(s)]
     if include_pre_launch:
         launched = [TaskRun(k, instance.root, _conf(instance, k)) for k, s in candidates if s == st.LAUNCHED]

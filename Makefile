@@ -25,11 +25,11 @@ test-fast: install
 	$(PYTHON) -m pytest tests -q -x --ignore=tests/slurm --ignore=tests/ssh --ignore=tests/dendro
 
 bench: install
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # The user guide (docs/, mkdocs.yml) as a static site in site/; mkdocs is installed here only.
-docs: install
-	$(PYTHON) -m pip install -q mkdocs mkdocs-material
+docs:
+	$(PYTHON) -m pip install -q -e '.[docs]'
 	$(PYTHON) -m mkdocs build --strict
 
 clean:

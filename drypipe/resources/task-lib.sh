@@ -232,6 +232,15 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             kill -0 "$__child" 2>/dev/null || break
         done
         __child=""
+        if [[ -z $__signalled ]]; then
+            # The step died of the signal before this shell's trap ran (Slurm's scancel and
+            # `kill -- -PGID` signal every process at once): the same outcome.
+            case $__rc in
+                143) __signalled=killed __signal_name=SIGTERM ;;
+                130) __signalled=killed __signal_name=SIGINT ;;
+                138) __signalled=timed-out __signal_name=SIGUSR1 ;;
+            esac
+        fi
         if [[ -n $__signalled ]]; then
             __transition "$__signalled.$__step" "received $__signal_name"
             exit 143

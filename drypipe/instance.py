@@ -71,6 +71,17 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def write_new(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) -> None:
+    """Write a file of a task that has no state marker yet: no reader trusts it before the
+    marker exists, and a crash before then rewrites it, so a temporary name is not needed."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) -> None:
     """Write a file so that readers see the old or the new content, never a partial one."""
     path = os.fspath(path)

@@ -254,10 +254,11 @@ class Scheduler:
                 self._set_state(key, st.WAITING)
             state = self.states[key]
         elif not st.is_in_flight(state):
-            if state is None or self._disk_digest(key) != doc["digest"]:
-                write_task_files(self.instance, doc)
-            if (sig.read_record(control) or {}).get("signature") != self.signer.signature(key):
-                sig.write_record(control, self.signer.record(key))
+            fresh = state is None
+            if fresh or self._disk_digest(key) != doc["digest"]:
+                write_task_files(self.instance, doc, fresh)
+            if fresh or (sig.read_record(control) or {}).get("signature") != self.signer.signature(key):
+                sig.write_record(control, self.signer.record(key), fresh)
             if state is None:
                 st.transition(control, None, st.WAITING)
                 self._set_state(key, st.WAITING)

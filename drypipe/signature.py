@@ -10,7 +10,7 @@ import os
 from typing import Any, Callable
 
 from drypipe.digests import DigestCache
-from drypipe.instance import write_atomic
+from drypipe.instance import write_atomic, write_new
 
 SIGNATURE_FILE = "signature"
 
@@ -71,8 +71,10 @@ def read_record(control_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
-def write_record(control_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    write_atomic(os.path.join(control_dir, SIGNATURE_FILE), json.dumps(record, indent=1, sort_keys=True) + "\n")
+def write_record(control_dir: str | os.PathLike, record: dict[str, Any], fresh: bool = False) -> None:
+    """Record a task's signature; `fresh` as in task_script.write_task_files."""
+    write = write_new if fresh else write_atomic
+    write(os.path.join(control_dir, SIGNATURE_FILE), json.dumps(record, sort_keys=True) + "\n")
 
 
 def differences(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:

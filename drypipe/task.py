@@ -45,6 +45,7 @@ class Task:
         self.task_conf = task_conf
         self.source = source  # "file:line" of the dsl.task(...) call, for error messages
         self.inputs: list[dict[str, Any]] = []
+        self.input_names: set[str] = set()  # a gather task may have thousands of inputs
         self.output_decls: dict[str, Var | File | FileSet] = {}
         self.steps: list[dict[str, Any]] = []
         self.upstream_keys: set[str] = set()
@@ -142,9 +143,10 @@ class TaskBuilder:
     def _add_input(self, name: str, value: Any) -> None:
         task = self._task
         _check_variable_name(task.key, "input", name)
-        if any(i["name"] == name for i in task.inputs) or name in task.output_decls:
+        if name in task.input_names or name in task.output_decls:
             raise UserError(f"task {task.key!r}: {name!r} is declared twice")
         task.inputs.append(_input_spec(task, name, value))
+        task.input_names.add(name)
 
     # -- outputs -------------------------------------------------------------------------------
 
@@ -154,7 +156,7 @@ class TaskBuilder:
             raise UserError(f"task {task.key!r}: outputs must be named, like outputs(x=int)")
         for name, decl in named.items():
             _check_variable_name(task.key, "output", name)
-            if name in task.output_decls or any(i["name"] == name for i in task.inputs):
+            if name in task.output_decls or name in task.input_names:
                 raise UserError(f"task {task.key!r}: {name!r} is declared twice")
             if isinstance(decl, type):
                 decl = Var(decl)

@@ -102,7 +102,13 @@ class TaskConf:
         return "ssh" if self.ssh_specs else self.executer_type
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # Shallow copies of the list and dict fields: dataclasses.asdict's deep copy costs
+        # more than the rest of a task's generation.
+        return {
+            f.name: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+            for f in _FIELDS
+            for v in (getattr(self, f.name),)
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TaskConf":
@@ -114,3 +120,6 @@ class TaskConf:
         import json
 
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_FIELDS = dataclasses.fields(TaskConf)

@@ -224,11 +224,16 @@ class Scheduler:
                 self._executor(task.task_conf.executor_name())
             except UserError as e:
                 raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
+        # Two passes: every stale task is back to waiting before any dependent's readiness
+        # is decided, whatever the order the generator yielded them in.
         for task in new:
             self._register(task)
+        for task in new:
+            self._schedule(task)
         return bool(new)
 
     def _register(self, task: Task) -> None:
+        """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
         key = task.key
         self.tasks[key] = task
         self.confs[key] = task.task_conf
@@ -252,17 +257,20 @@ class Scheduler:
             (self.instance.control_dir(key) / "cached").unlink(missing_ok=True)
             if st.transition(control, st.COMPLETED, st.WAITING):
                 self._set_state(key, st.WAITING)
-            state = self.states[key]
         elif not st.is_in_flight(state):
             fresh = state is None
             if fresh or self._disk_digest(key) != doc["digest"]:
                 write_task_files(self.instance, doc, fresh)
             if fresh or (sig.read_record(control) or {}).get("signature") != self.signer.signature(key):
                 sig.write_record(control, self.signer.record(key), fresh)
-            if state is None:
+            if fresh:
                 st.transition(control, None, st.WAITING)
                 self._set_state(key, st.WAITING)
-                state = st.WAITING
+
+    def _schedule(self, task: Task) -> None:
+        """Make a registered task ready, or wait for its unfinished upstream tasks."""
+        key = task.key
+        state = self.states.get(key)
         if state == st.COMPLETED or st.is_in_flight(state):
             return
         if st.is_failure(state):

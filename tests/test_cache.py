@@ -231,3 +231,20 @@ def test_cache_gc_deletes_failed_and_interrupted_entries(tmp_path):
     listing = drypipe("cache", "ls", str(cache), cwd=tmp_path, check=True).stdout
     assert "1 entries" in listing and "good" in listing and "failed" not in listing
     assert not interrupted.exists()
+
+
+def test_stale_upstream_yielded_after_its_dependent_reruns_first(tmp_path):
+    source = '''
+        def gen(dsl):
+            up = dsl.task(key="up").outputs(v=int).calls("export v={value}\\n")()
+            down = dsl.task(key="down").inputs(up.outputs.v).outputs(f=dsl.file("f")).calls("echo $v > $f\\n")()
+            yield down  # yielded before the task it consumes
+            yield up
+        '''
+    write_module(tmp_path, "order", source.format(value=1))
+    instance = tmp_path / "i"
+    drypipe("run", "-p", "order:gen", "-i", str(instance), cwd=tmp_path, env=NO_PYC, check=True)
+    assert (instance / "output/down/f").read_text() == "1\n"
+    write_module(tmp_path, "order", source.format(value=2))
+    drypipe("run", "-p", "order:gen", "-i", str(instance), cwd=tmp_path, env=NO_PYC, check=True)
+    assert (instance / "output/down/f").read_text() == "2\n"

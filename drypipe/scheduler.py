@@ -224,23 +224,29 @@ class Scheduler:
                 self._executor(task.task_conf.executor_name())
             except UserError as e:
                 raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
-        # Two passes: every stale task is back to waiting before any dependent's readiness
-        # is decided, whatever the order the generator yielded them in.
-        for task in new:
-            self._register(task)
+        # In passes, so that the yield order does not matter: every signature can see its
+        # upstream's definition, and every stale task is back to waiting before any
+        # dependent's readiness is decided.
+        docs = [self._document(task) for task in new]
+        for task, doc in zip(new, docs):
+            self._register(task, doc)
         for task in new:
             self._schedule(task)
         return bool(new)
 
-    def _register(self, task: Task) -> None:
-        """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
-        key = task.key
-        self.tasks[key] = task
-        self.confs[key] = task.task_conf
+    def _document(self, task: Task) -> dict:
+        """The task-conf.json document of a task, also given to the signer."""
+        self.tasks[task.key] = task
+        self.confs[task.key] = task.task_conf
         doc = task_conf_document(
             task, task.task_conf.resolved_python_bin(), self.pipeline.pipeline_code_dir, self.pipeline.containers_dir
         )
         self.signer.add(doc)
+        return doc
+
+    def _register(self, task: Task, doc: dict) -> None:
+        """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
+        key = task.key
         state = self.states.get(key)
         control = str(self.instance.control_dir(key))
         if state == st.COMPLETED:

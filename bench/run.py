@@ -123,7 +123,7 @@ class Bench:
               timeout: float | None = None) -> dict:
         log_file = self.logs / f"{name}.log"
         wrapper = [sys.executable, str(BENCH_DIR / "timed.py"), str(timeout or self.caps["default"]), str(log_file), "--"]
-        done = subprocess.run(wrapper + command, cwd=cwd, env=env or self.env, capture_output=True, text=True)
+        done = subprocess.run(wrapper + command, cwd=cwd, env=env or self.env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"timed.py failed: {done.stderr}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -180,15 +180,15 @@ class Bench:
             self.log(f"installing Snakemake into its own venv {venv} (pip install {SNAKEMAKE_SPEC}) ...")
             log_file = self.logs / "snakemake-install.log"
             with open(log_file, "w") as log:
-                ok = subprocess.run([sys.executable, "-m", "venv", str(venv)], stdout=log, stderr=log).returncode == 0
+                ok = subprocess.run([sys.executable, "-m", "venv", str(venv)], stdout=log, stderr=log, check=False).returncode == 0
                 ok = ok and subprocess.run([str(venv / "bin" / "pip"), "install", "-q", SNAKEMAKE_SPEC],
-                                           stdout=log, stderr=log).returncode == 0
+                                           stdout=log, stderr=log, check=False).returncode == 0
             if not ok:
                 tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["?"]
                 self.snakemake_reason = f"n/a: snakemake could not be installed ({tail[0][:80]})"
                 self.log(self.snakemake_reason)
                 return
-        done = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+        done = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             self.snakemake_reason = f"n/a: {exe} --version failed"
             return
@@ -367,7 +367,7 @@ class Bench:
             ev_runs = []
             for i in range(self.runs):
                 done = subprocess.run([sys.executable, str(BENCH_DIR / "evaluate_dag.py"), "bench_pipelines:fanout_gather",
-                                       str(inst)], cwd=d if d.exists() else self.work, env=env, capture_output=True, text=True)
+                                       str(inst)], cwd=d if d.exists() else self.work, env=env, capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     ev_runs = []
                     self.log(f"  evaluate failed: {done.stderr.strip()[-300:]}")
@@ -434,14 +434,14 @@ class Bench:
             started_dir = self.work / "slurm-state"
             self.log(f"starting a single-node Slurm in {started_dir} (tests/services/slurm.sh)")
             done = subprocess.run(["bash", str(REPO / "tests/services/slurm.sh"), "start", str(started_dir)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 self.row(f"slurm {n}", None, "—", None, "info", None, note=f"slurm.sh start failed: {done.stderr.strip()[-120:]}")
                 return
             env.update(_read_env_sh(started_dir / "env.sh"))
             time.sleep(4)  # slurmctld starts no job in its first ~3 s
         try:
-            probe = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True, timeout=20)
+            probe = subprocess.run(["sinfo", "-h"], env=env, capture_output=True, text=True, timeout=20, check=False)
             if probe.returncode != 0:
                 raise OSError(probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "sinfo failed")
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -454,7 +454,7 @@ class Bench:
         finally:
             if started_dir is not None:
                 subprocess.run(["bash", str(REPO / "tests/services/slurm.sh"), "stop", str(started_dir)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, check=False)
 
     def _slurm(self, n: int, env: dict) -> None:
         self.log(f"slurm, N={n}")
@@ -473,7 +473,7 @@ class Bench:
             script.chmod(0o755)
         wenv = {**env, "PATH": f"{wrappers}:{env.get('PATH', '')}", "BENCH_N": str(n)}
         max_array = 1001
-        config = subprocess.run(["scontrol", "show", "config"], env=env, capture_output=True, text=True)
+        config = subprocess.run(["scontrol", "show", "config"], env=env, capture_output=True, text=True, check=False)
         m = re.search(r"MaxArraySize\s*=\s*(\d+)", config.stdout)
         if m:
             max_array = int(m.group(1))
@@ -548,11 +548,11 @@ class Bench:
 
 def _commit(repo: Path) -> str:
     """`abc1234`, `abc1234+changes` when drypipe/ or executors/ differ from it, or `?`."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=False)
     if head.returncode != 0:
         return "?"
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "drypipe", "executors"], cwd=repo,
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     return head.stdout.strip() + ("+changes" if dirty else "")
 
 

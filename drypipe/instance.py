@@ -77,7 +77,9 @@ def write_new(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) 
     data = content.encode("utf-8") if isinstance(content, str) else content
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view):]
     finally:
         os.close(fd)
 

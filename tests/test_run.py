@@ -266,10 +266,19 @@ def test_second_orchestrator_is_refused(tmp_path):
     assert first.returncode == 0
 
 
+def _is_gone(pid: int) -> bool:
+    """No such process, or only its exit status left (a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def test_task_kill_records_killed_state(tmp_path):
     write_module(tmp_path, "p", '''
         def gen(dsl):
-            yield dsl.task(key="sleeper").calls("sleep 60\\n")()
+            yield dsl.task(key="sleeper").calls("echo $BASHPID > ../../step.pid; exec sleep 60\\n")()
         ''')
     instance = tmp_path / "i"
     run = _start_run(tmp_path, instance)
@@ -279,7 +288,8 @@ def test_task_kill_records_killed_state(tmp_path):
     run.wait(timeout=20)
     assert run.returncode == 1
     assert state_of(instance, "sleeper") == "killed.0"
-    assert not subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True).stdout
+    step_pid = int((instance / "step.pid").read_text())
+    _wait_for(lambda: _is_gone(step_pid))
 
 
 def test_task_launched_by_hand_is_not_launched_again(tmp_path):

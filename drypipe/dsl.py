@@ -304,24 +304,31 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e} ({_where(e)})"
 
 
-def load_pipeline(spec: str) -> Pipeline:
-    """`module:function` naming a pipeline, a function returning one, or a generator `gen(dsl)`."""
+def import_object(spec: str, option: str, kind: str = "attribute") -> Any:
+    """The object named by `module:attribute` (given as `option` on the command line)."""
     import importlib
 
-    if ":" not in spec:
-        raise UserError(f"--generator {spec!r}: expected <module>:<function>")
     module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"{option} {spec!r}: expected <module>:<function>")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
-        raise UserError(f"--generator {spec!r}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
+        raise UserError(f"{option} {spec!r}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise UserError(f"--generator {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            raise UserError(f"{option} {spec!r}: module {module_name!r} has no {kind} {attr!r}")
+    return obj
+
+
+def load_pipeline(spec: str) -> Pipeline:
+    """`module:function` naming a pipeline, a function returning one, or a generator `gen(dsl)`."""
+    obj = import_object(spec, "--generator")
+    attr = spec.partition(":")[2]
     if isinstance(obj, Pipeline):
         return obj
     if not callable(obj):

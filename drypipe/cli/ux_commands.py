@@ -21,6 +21,7 @@ from drypipe.cli.options import (
     parse_sleep_schedule,
     sleep_schedule_option,
 )
+from drypipe.dsl import import_object
 from drypipe.errors import UserError
 
 log = logging.getLogger("drypipe")
@@ -148,21 +149,9 @@ def _as_pipeline(obj, where: str):
 
 
 def _load_config_generator(spec: str):
-    import importlib
-    import sys
-
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise UserError(f"--config-generator {spec!r}: expected <module>:<function>")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise UserError(f"--config-generator {spec!r}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
-    func = getattr(module, attr, None)
+    func = import_object(spec, "--config-generator", "function")
     if not callable(func):
-        raise UserError(f"--config-generator {spec!r}: module {module_name!r} has no function {attr!r}")
+        raise UserError(f"--config-generator {spec!r} is not a function")
     return func
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import REPO, drypipe, output_vars, snapshot, state_of, write_module
+from tests.helpers import REPO, drypipe, output_vars, snapshot, state_of, wait_until, write_module
 
 WEIRD = "it's \"q\" $(touch PWNED) `touch PWNED2` ; rm -rf nothing \n2nd line é ☃ \\ \t tab \x01 ctrl"
 
@@ -219,13 +219,6 @@ def _start_run(tmp_path, instance, module="p:gen"):
     )
 
 
-def _wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 SLOW = '''
@@ -241,7 +234,7 @@ def test_orchestrator_killed_then_restarted_adopts_running_tasks(tmp_path):
     write_module(tmp_path, "p", SLOW)
     instance = tmp_path / "i"
     first = _start_run(tmp_path, instance)
-    _wait_for(lambda: state_of(instance, "slow0") == "step-started.0" and state_of(instance, "slow1") == "step-started.0")
+    wait_until(lambda: state_of(instance, "slow0") == "step-started.0" and state_of(instance, "slow1") == "step-started.0")
     first.send_signal(signal.SIGKILL)
     first.wait()
     second = drypipe("-v", "run", "-p", "p:gen", "-i", str(instance), "--max-local-jobs", "2", cwd=tmp_path)
@@ -257,7 +250,7 @@ def test_second_orchestrator_is_refused(tmp_path):
     instance = tmp_path / "i"
     first = _start_run(tmp_path, instance)
     try:
-        _wait_for(lambda: state_of(instance, "slow0") == "step-started.0")
+        wait_until(lambda: state_of(instance, "slow0") == "step-started.0")
         second = drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path)
         assert second.returncode == 1
         assert f"already driven by another drypipe run (pid {first.pid})" in second.stderr
@@ -282,14 +275,14 @@ def test_task_kill_records_killed_state(tmp_path):
         ''')
     instance = tmp_path / "i"
     run = _start_run(tmp_path, instance)
-    _wait_for(lambda: state_of(instance, "sleeper") == "step-started.0")
+    wait_until(lambda: state_of(instance, "sleeper") == "step-started.0")
     killed = drypipe("kill", "-i", str(instance), "-k", "sleeper", cwd=tmp_path, check=True)
     assert "killed.0" in killed.stdout
     run.wait(timeout=20)
     assert run.returncode == 1
     assert state_of(instance, "sleeper") == "killed.0"
     step_pid = int((instance / "step.pid").read_text())
-    _wait_for(lambda: _is_gone(step_pid))
+    wait_until(lambda: _is_gone(step_pid))
 
 
 def test_task_launched_by_hand_is_not_launched_again(tmp_path):
@@ -300,7 +293,7 @@ def test_task_launched_by_hand_is_not_launched_again(tmp_path):
     instance = tmp_path / "i"
     drypipe("prepare", "-p", "p:gen", "-i", str(instance), cwd=tmp_path, check=True)
     drypipe("task", "-i", str(instance), "-k", "t", cwd=tmp_path, check=True)
-    _wait_for(lambda: state_of(instance, "t") == "step-started.0")
+    wait_until(lambda: state_of(instance, "t") == "step-started.0")
     drypipe("run", "-p", "p:gen", "-i", str(instance), cwd=tmp_path, check=True)
     assert state_of(instance, "t") == "completed"
     assert (instance / "runs").read_text() == "run\n"

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from drypipe.proc import start_time
-from tests.helpers import REPO, write_module  # noqa: F401  (re-exported for the tests)
+from tests.helpers import REPO, wait_until, write_module  # noqa: F401  (re-exported for the tests)
 
 # `$__task_key` appended to runs.log when a task's step starts: a task run twice shows twice.
 LOG_RUN = 'echo "$__task_key" >> "$__pipeline_instance_dir/runs.log"\n'
@@ -29,15 +29,6 @@ def start_run(cwd: Path, *args: str, env: dict | None = None, log: Path | None =
         out.close()
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def markers(instance: Path) -> dict[str, list[str]]:

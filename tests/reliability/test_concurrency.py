@@ -9,7 +9,7 @@ import json
 
 from drypipe.digests import file_sha256
 from tests.helpers import drypipe
-from tests.reliability.support import LOG_RUN, run_counts, start_run, states, wait_for, write_module
+from tests.reliability.support import LOG_RUN, run_counts, start_run, states, wait_until, write_module
 
 BY_HAND = f'''
 LOG = {LOG_RUN!r}
@@ -29,10 +29,10 @@ def test_task_launched_by_hand_while_the_orchestrator_runs_is_not_launched_again
     instance = tmp_path / "i"
     run = start_run(tmp_path, "-v", "run", "-p", "by_hand:gen", "-i", str(instance), "--max-local-jobs", "1",
                     log=tmp_path / "run.log")
-    wait_for(lambda: (instance / ".drypipe/blocker/state.step-started.0").exists()
+    wait_until(lambda: (instance / ".drypipe/blocker/state.step-started.0").exists()
              and (instance / ".drypipe/manual/state.ready").exists(), what="blocker running, manual ready")
     drypipe("task", "-i", str(instance), "-k", "manual", cwd=tmp_path, check=True)
-    wait_for(lambda: not (instance / ".drypipe/manual/state.ready").exists(), what="the hand launch to start")
+    wait_until(lambda: not (instance / ".drypipe/manual/state.ready").exists(), what="the hand launch to start")
     again = drypipe("task", "-i", str(instance), "-k", "blocker", cwd=tmp_path)
     assert again.returncode == 1 and "task blocker is already running (pid " in again.stderr, again.stderr
     assert run.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()

@@ -33,7 +33,7 @@ from tests.reliability.support import (
     start_run,
     states,
     task_pid,
-    wait_for,
+    wait_until,
     write_module,
 )
 
@@ -75,7 +75,7 @@ def test_killed_tasks_end_in_the_right_state_with_the_reason(tmp_path, reliabili
     run = start_run(tmp_path, "run", "-p", "kills:gen", "-i", str(instance), "--max-local-jobs", "8",
                     log=tmp_path / "run.log")
     sleepers = ("step-sigkill", "script-sigkill", "script-sigterm")
-    wait_for(lambda: all((instance / f"{k}.step-pid").exists() for k in sleepers), what="the sleepers to start")
+    wait_until(lambda: all((instance / f"{k}.step-pid").exists() for k in sleepers), what="the sleepers to start")
     step_pids = {k: int((instance / f"{k}.step-pid").read_text()) for k in sleepers}
     os.kill(step_pids["step-sigkill"], signal.SIGKILL)  # the step's process
     os.kill(task_pid(instance, "script-sigkill"), signal.SIGKILL)  # the task script itself
@@ -229,7 +229,7 @@ def _adopted_late_task(tmp_path: Path, grace: str, delay: str) -> tuple[Path, su
     write_module(tmp_path, "late", LATE_PIPELINE)
     instance = tmp_path / "i"
     first = start_run(tmp_path, "run", "-p", "late:gen", "-i", str(instance), env={"LATE_DELAY": delay})
-    wait_for(lambda: (instance / ".drypipe/late/pid").exists(), what="the task to start")
+    wait_until(lambda: (instance / ".drypipe/late/pid").exists(), what="the task to start")
     first.send_signal(signal.SIGKILL)
     first.wait()
     second = drypipe("-v", "run", "-p", "late:gen", "-i", str(instance), cwd=tmp_path,
@@ -288,19 +288,19 @@ def test_slurmctld_restarted_mid_run_loses_nothing(tmp_path, slurm_cluster, reli
     run = start_run(Path.cwd(), "run", "-p", SLURM_PIPELINE, "-i", str(instance), "--sleep-schedule", "0,0.5,1",
                     env=env, log=tmp_path / "run.log")
     try:
-        wait_for(lambda: all(states_or_none(instance, f"long.{i}") == "step-started.0" for i in range(4)),
+        wait_until(lambda: all(states_or_none(instance, f"long.{i}") == "step-started.0" for i in range(4)),
                  timeout=60, what="the Slurm jobs to start")
         pid, state_dir = _slurmctld(slurm_cluster)
         assert pid is not None, "slurmctld is not running"
         os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not alive(pid), timeout=30, what="slurmctld to stop")
+        wait_until(lambda: not alive(pid), timeout=30, what="slurmctld to stop")
         time.sleep(3)  # the orchestrator polls a cluster without a controller
         assert run.poll() is None, (tmp_path / "run.log").read_text()
         conf = slurm_cluster["SLURM_CONF"]
         subprocess.run(["/usr/sbin/slurmctld", "-i", "-f", conf], env=dict(os.environ, SLURM_CONF=conf),
                        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=60)
-        wait_for(lambda: "UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True,
+        wait_until(lambda: "UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True,
                                                 env=dict(os.environ, SLURM_CONF=conf)).stdout,
                  timeout=30, what="slurmctld to answer again")
         assert run.wait(timeout=180) == 0, (tmp_path / "run.log").read_text()
@@ -389,7 +389,7 @@ def test_dendro_server_restarted_mid_run_loses_nothing(tmp_path, reliability):
         env = tenant.env(DRYPIPE_DEMO_DELAY_SEC="4", DRYPIPE_LOST_GRACE_SECONDS="10")
         run = start_run(REPO, "run", "-p", SPEC, "-i", str(instance), "--sleep-schedule", SLEEP_SCHEDULE,
                         env=env, log=tmp_path / "run.log")
-        wait_for(lambda: states_or_none(instance, "shout") == "step-started.0", timeout=60,
+        wait_until(lambda: states_or_none(instance, "shout") == "step-started.0", timeout=60,
                  what="the first Dendro job to run")
         service_proc.terminate()
         service_proc.wait(timeout=20)
@@ -422,7 +422,7 @@ def _restart_sshd_listener(sshd_server: dict, down_seconds: float) -> None:
                                                capture_output=True, text=True, check=True).stdout.split()]
     assert sessions, "no open ssh session to drop"
     os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not alive(pid), timeout=20, what="sshd to stop")
+    wait_until(lambda: not alive(pid), timeout=20, what="sshd to stop")
     for session in sessions:
         try:
             os.kill(session, signal.SIGKILL)
@@ -431,7 +431,7 @@ def _restart_sshd_listener(sshd_server: dict, down_seconds: float) -> None:
     time.sleep(down_seconds)  # reconnections are refused meanwhile
     subprocess.run(["/usr/sbin/sshd", "-f", str(state_dir / "sshd_config"), "-E", str(state_dir / "sshd.log")],
                    check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
-    wait_for(lambda: subprocess.run(["ssh", "-F", sshd_server["SSH_CONFIG"], sshd_server["SSH_HOST_ALIAS"], "true"],
+    wait_until(lambda: subprocess.run(["ssh", "-F", sshd_server["SSH_CONFIG"], sshd_server["SSH_HOST_ALIAS"], "true"],
                                     capture_output=True, timeout=30).returncode == 0,
              timeout=30, what="sshd to accept logins again")
 
@@ -451,7 +451,7 @@ def test_sshd_restarted_mid_run_loses_nothing(tmp_path, ssh_env, sshd_server, re
     log = tmp_path / "run.log"
     run = start_run(REPO, "-v", "run", "-p", "tests.ssh.pipelines:many", "-i", str(instance), env=env, log=log)
     try:
-        wait_for(lambda: all((states_or_none(instance, k) or "").startswith("step-started") for k in keys),
+        wait_until(lambda: all((states_or_none(instance, k) or "").startswith("step-started") for k in keys),
                  timeout=90, what="the remote tasks to start")
         _restart_sshd_listener(sshd_server, down_seconds=3)
         assert run.wait(timeout=120) == 0, log.read_text()

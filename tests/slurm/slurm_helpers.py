@@ -4,10 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_until  # noqa: F401  (re-exported for the tests)
 
 # The CLI with the Slurm commands registered (also when drypipe/cli/__init__.py does not yet
 # import drypipe.cli.slurm_commands).
@@ -38,15 +37,6 @@ def start_drypipe(*args: str, env: dict, log: Path) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def job_id(instance: Path, key: str) -> str | None:

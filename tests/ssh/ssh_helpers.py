@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_until  # noqa: F401  (re-exported for the tests)
 
 
 def drypipe(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -26,15 +25,6 @@ def as_ssh_user(sshd_server, command: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def outputs(instance: Path, *remote_roots: str) -> dict[str, bytes]:

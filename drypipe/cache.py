@@ -6,12 +6,20 @@ Layout, content-addressed by task signature:
 The manifest lists each file with its SHA-256, so a corrupt or partial entry is detected
 and ignored.  Entries are written once; only a failed entry may be replaced by a success
 (with --rerun-failing), as in Dendro's job cache.
+
+Anyone who can write to the cache can write a manifest, so a manifest is untrusted input:
+`check_manifest` holds it to what the task declares before anything of it is used, and only
+paths computed here from the root and a checked signature are ever read or deleted.  A URL's
+password is for opening the store only: everything shown or written uses `redact_url`.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
+import posixpath
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,10 +30,15 @@ import fsspec
 
 from drypipe.digests import file_sha256
 from drypipe.errors import UserError
+from drypipe.keys import is_inside_relative_path
+from drypipe.task import _check_variable_name
 
 log = logging.getLogger("drypipe")
 
 MANIFEST = "manifest.json"
+SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a task signature: SHA-256 in hex
+# `scheme://user:password@` (also in chained URLs): the authority ends at the first / ? #, at its last @
+_PASSWORD = re.compile(r"(?<=://)([^/?#@:]*):([^/?#]*)@")
 
 
 @dataclass
@@ -41,32 +54,123 @@ def open_cache(url: str) -> "OutputCache":
         storage_options["client_kwargs"] = {"endpoint_url": os.environ["DRYPIPE_CACHE_S3_ENDPOINT"]}
     try:
         fs, root = fsspec.core.url_to_fs(url, **storage_options)
-    except (ImportError, ValueError) as e:
-        raise UserError(f"--cache {url}: {e}") from e
+    except (ImportError, ValueError, OSError) as e:
+        raise UserError(f"--cache {redact_url(url)}: {_redact_text(str(e), url)}") from e
     return OutputCache(fs, root.rstrip("/"), url)
 
 
+def redact_url(url: str) -> str:
+    """`url` with the password of each `user:password@` replaced by `***`: the form to show or write."""
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+def _redact_text(text: str, url: str) -> str:
+    """`text` (say an error message) with the passwords of `url` replaced by `***`."""
+    for password in (m.group(2) for m in _PASSWORD.finditer(url)):
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def check_manifest(manifest: dict[str, Any], outputs: list[dict[str, Any]]) -> str | None:
+    """What is wrong with a manifest (as `OutputCache.manifest` returns it: its own entry's) for a
+    task whose declared outputs are `outputs` (task-conf.json's), or None if the task may use it."""
+    if manifest.get("status") not in ("completed", "failed"):
+        return f"status {manifest.get('status')!r}"
+    files, output_vars = manifest.get("files"), manifest.get("output_vars", {})
+    if not isinstance(files, dict) or not isinstance(output_vars, dict):
+        return "files or output_vars is not a JSON object"
+    for rel, digest in files.items():
+        if not is_inside_relative_path(rel):
+            return f"file {rel!r} is not a relative path inside the task's output dir"
+        if not any(_declares(spec, rel) for spec in outputs):
+            return f"file {rel!r} is not a declared output"
+        if not isinstance(digest, str):
+            return f"file {rel!r} has no digest"
+    declared_vars = {spec["name"] for spec in outputs if spec["kind"] == "var"}
+    for name, value in output_vars.items():
+        try:
+            _check_variable_name("", "output", name)  # the DSL's rule
+        except UserError:
+            return f"output variable {name!r} is not a variable name"
+        if name not in declared_vars:
+            return f"output variable {name!r} is not a declared output"
+        if not isinstance(value, str) or "\0" in value:
+            return f"output variable {name!r} has a value that is not a string without NUL"
+    return None
+
+
+def _declares(spec: dict[str, Any], rel: str) -> bool:
+    """Whether the output `spec` of a task declares its file `rel` (as the publisher's glob finds it)."""
+    if spec["kind"] == "file":
+        return posixpath.normpath(spec["path"]) == rel
+    if spec["kind"] == "fileset":
+        return _glob_matches(rel.split("/"), posixpath.normpath(spec["glob"]).split("/"))
+    return False
+
+
+def _glob_matches(parts: list[str], pattern: list[str]) -> bool:
+    """pathlib's glob semantics: `*`, `?`, `[...]` within one component, `**` any components."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_glob_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _glob_matches(parts[1:], pattern[1:])
+
+
 class OutputCache:
+    """An opened cache.  `url` is for display: its password, if any, is redacted."""
+
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str):
         self.fs = fs
         self.root = root
-        self.url = url
+        self.url = redact_url(url)
 
     def _entry(self, signature: str) -> str:
+        """The directory of an entry: the only kind of path this class reads, writes or deletes."""
+        if not SIGNATURE.fullmatch(signature):
+            raise ValueError(f"not a task signature: {signature!r}")
         return f"{self.root}/{signature[:2]}/{signature}"
 
-    def manifest(self, signature: str) -> dict[str, Any] | None:
+    def _listed(self, path: str) -> str | None:
+        """The signature of an entry directory that a listing of the root returned, if it is one."""
+        signature = path.rstrip("/").rsplit("/", 1)[-1]
+        if SIGNATURE.fullmatch(signature) and path.rstrip("/") == self._entry(signature):
+            return signature
+        return None
+
+    def manifest(self, signature: str, key: str | None = None) -> dict[str, Any] | None:
+        """The manifest of entry `signature`, None (and a warning naming task `key`) if there is
+        none, or it is unreadable, or it is not this entry's own."""
+        ignored = f"ignored for task {key}" if key else "ignored"
         try:
-            return json.loads(self.fs.cat_file(f"{self._entry(signature)}/{MANIFEST}"))
+            manifest = json.loads(self.fs.cat_file(f"{self._entry(signature)}/{MANIFEST}"))
         except FileNotFoundError:
             return None
         except ValueError:
-            log.warning("cache %s: unreadable manifest for %s, ignored", self.url, signature)
+            log.warning("cache %s: entry %s %s: unreadable manifest", self.url, signature, ignored)
             return None
+        if not isinstance(manifest, dict) or manifest.get("signature") != signature:
+            named = manifest.get("signature") if isinstance(manifest, dict) else None
+            log.warning("cache %s: entry %s %s: its manifest names signature %r", self.url, signature, ignored, named)
+            return None
+        return manifest
+
+    def usable_manifest(self, signature: str, key: str, outputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The manifest of entry `signature` if task `key` (declaring `outputs`) may use it; one warning if not."""
+        manifest = self.manifest(signature, key)
+        problem = check_manifest(manifest, outputs) if manifest is not None else None
+        if problem is not None:
+            log.warning("cache %s: entry %s ignored for task %s: %s", self.url, signature, key, problem)
+            return None
+        return manifest
 
     def restore(self, signature: str, manifest: dict[str, Any], output_dir: Path) -> bool:
-        """Copy a completed entry's files into output_dir; False (nothing kept) if any digest differs."""
+        """Copy a completed entry's files into output_dir; False (nothing kept) if any digest differs.
+        `manifest` must have passed `check_manifest`."""
         entry = self._entry(signature)
+        if not all(map(is_inside_relative_path, manifest["files"])):  # never write outside output_dir
+            raise ValueError(f"cache entry {signature}: unchecked manifest")
         staging = output_dir.parent / f".{output_dir.name}.cache-{uuid.uuid4().hex[:8]}.tmp"
         staging.mkdir(parents=True)
         try:
@@ -118,22 +222,32 @@ class OutputCache:
         self.fs.rm(self._entry(signature), recursive=True)
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every complete entry's manifest (with its size in bytes)."""
+        """Every complete entry's manifest (with its size in bytes), its `signature` its directory's name."""
         found = []
         for manifest_path in self.fs.glob(f"{self.root}/*/*/{MANIFEST}"):
-            signature = manifest_path.rsplit("/", 2)[-2]
-            manifest = self.manifest(signature)
-            if manifest is not None:
-                manifest["size"] = sum(self.fs.size(f"{self._entry(signature)}/files/{r}") for r in manifest["files"])
-                found.append(manifest)
+            signature = self._listed(manifest_path.rsplit("/", 1)[0])
+            manifest = self.manifest(signature) if signature else None
+            if manifest is None:
+                continue
+            if not (isinstance(manifest.get("files"), dict) and isinstance(manifest.get("task_key"), str)
+                    and isinstance(manifest.get("status"), str) and isinstance(manifest.get("created"), (int, float))):
+                log.warning("cache %s: entry %s: malformed manifest, ignored", self.url, signature)
+                continue
+            files = [r for r in manifest["files"] if is_inside_relative_path(r)]
+            manifest["size"] = sum(self.fs.size(f"{self._entry(signature)}/files/{r}") for r in files)
+            found.append(manifest)
         return found
 
     def incomplete(self) -> list[str]:
-        """Entry directories without a manifest (an interrupted publication)."""
-        return [
-            d for d in self.fs.glob(f"{self.root}/*/*")
-            if self.fs.isdir(d) and not self.fs.exists(f"{d}/{MANIFEST}")
-        ]
+        """Signatures of entry directories without a manifest (an interrupted publication)."""
+        listed = (self._listed(d) for d in self.fs.glob(f"{self.root}/*/*") if self.fs.isdir(d))
+        return [s for s in listed if s and not self.fs.exists(f"{self._entry(s)}/{MANIFEST}")]
+
+    def modified(self, signature: str) -> float | None:
+        """When entry `signature`'s directory was last modified (a timestamp), if the store says."""
+        if not hasattr(self.fs, "modified"):
+            return None
+        return self.fs.modified(self._entry(signature)).timestamp()
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

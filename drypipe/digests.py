@@ -6,11 +6,32 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 
+from drypipe.errors import UserError
 from drypipe.instance import write_atomic
 
 _CHUNK = 1 << 20
+
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def stat_file_to_digest(path: str | os.PathLike) -> os.stat_result | None:
+    """os.stat of a file whose content is digested (an input no task produced): None when it
+    does not exist; a UserError naming it when it is not a regular file, whose content
+    cannot be read (a directory) or never ends (a FIFO, /dev/zero)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise UserError(f"{os.fspath(path)!r}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "a special file")
+        raise UserError(f"{os.fspath(path)!r} is {kind}, not a regular file (input files are digested)")
+    return st
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -33,9 +54,8 @@ class DigestCache:
     def digest(self, path: str | os.PathLike) -> str | None:
         """SHA-256 of a file's content, or None when it does not exist."""
         path = os.path.abspath(path)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        st = stat_file_to_digest(path)
+        if st is None:
             return None
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = self._entries.get(path)

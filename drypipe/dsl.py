@@ -77,10 +77,29 @@ class SubPipeline:
         return self.dsl.wait_for_matching_tasks(*globs)
 
 
+MAX_TASKS = 1_000_000
+
+
+def max_tasks() -> int:
+    """The most tasks one evaluation of the generator may yield: $DRYPIPE_MAX_TASKS, else
+    MAX_TASKS.  A generator that never ends stops there, with a clear error, not in a MemoryError."""
+    text = os.environ.get("DRYPIPE_MAX_TASKS")
+    if text is None:
+        return MAX_TASKS
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise UserError(f"DRYPIPE_MAX_TASKS must be a positive integer, got {text!r}")
+    return limit
+
+
 class Evaluation:
     """What one run of the generator produced: tasks in yield order, and unsatisfied waits."""
 
     def __init__(self) -> None:
+        self.max_tasks = max_tasks()
         self.tasks: dict[str, Task] = {}
         self.waits: list[str] = []
         # For each unsatisfied wait, the keys it still waits on: when one of these sets
@@ -249,14 +268,19 @@ def _drain(dsl: DSL, generator: Callable) -> None:
 
     try:
         items = generator(dsl)
-    except UserError:
-        raise
+    except UserError as e:
+        raise GeneratorError(f"{e} ({_where(e)})") from e
     except Exception as e:
         raise GeneratorError(f"generator {_name(generator)} raised {_describe(e)}") from e
     if not isinstance(items, Iterator):
-        if items is None:
-            return
-        items = iter(items)
+        code = getattr(generator, "__code__", None)
+        where = f" ({code.co_filename}:{code.co_firstlineno})" if code else ""
+        raise GeneratorError(
+            f"generator {_name(generator)}{where} returned {_returned(items)} instead of yielding tasks: "
+            "a pipeline generator must yield each task (`yield task`, not `return`)"
+        )
+    tasks = dsl.evaluation.tasks
+    limit = dsl.evaluation.max_tasks
     while True:
         try:
             item = next(items)
@@ -274,13 +298,24 @@ def _drain(dsl: DSL, generator: Callable) -> None:
             item = item.finished()
         if not isinstance(item, Task):
             raise GeneratorError(f"generator yielded {item!r}, not a task ({line})")
-        if item.key in dsl.evaluation.tasks:
+        if item.key in tasks:
             raise GeneratorError(f"duplicate task key {item.key!r} ({line})")
-        dsl.evaluation.tasks[item.key] = item
+        if len(tasks) >= limit:
+            raise GeneratorError(
+                f"generator {_name(generator)} yielded more than {limit:,} tasks, the most one evaluation "
+                f"may yield (set DRYPIPE_MAX_TASKS to change it); the last was {item.key!r} ({line})"
+            )
+        tasks[item.key] = item
 
 
 def _name(generator: Callable) -> str:
     return getattr(generator, "__qualname__", repr(generator))
+
+
+def _returned(value: Any) -> str:
+    if isinstance(value, Task):
+        return f"task {value.key!r}"
+    return "None" if value is None else f"a {type(value).__name__}"
 
 
 def _suspended_at(gen: Any) -> str:

@@ -1,4 +1,7 @@
-"""Errors shown to users as one clear line."""
+"""Errors shown to users as one clear line, and the checks that raise them."""
+from __future__ import annotations
+
+from typing import Any
 
 
 class UserError(Exception):
@@ -12,3 +15,34 @@ class GeneratorError(UserError):
 class BackendUnavailable(Exception):
     """An executor's backend cannot be reached for now (Slurm controller down, connection lost):
     the loop keeps the tasks ready and tries again later, instead of stopping the run."""
+
+
+def check_type(value: Any, types: type | tuple[type, ...], expected: str, what: str) -> None:
+    """Refuse a value not of `types`: "<what> must <expected>, got <its type>: <value>", where
+    `expected` says it after "must" ("be a str or None")."""
+    if not isinstance(value, types):
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise UserError(f"{what} must {expected}, got {type(value).__name__}: {shown}")
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot reach a task's files intact, or None: a NUL character (bash and
+    environment variables end a string there, silently) or a lone surrogate (not Unicode
+    text: it has no UTF-8 form).  Phrased to follow the name of the culprit."""
+    if "\0" in value:
+        return f"contains a NUL character (at position {value.index(chr(0))})"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"contains a lone surrogate {value[e.start]!r} (at position {e.start}): "
+                    "not valid Unicode text")
+    return None
+
+
+def check_text(value: str, what: str) -> None:
+    """Refuse a string with a NUL or a lone surrogate (text_problem): "<what> contains ..."."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise UserError(f"{what} {problem}")

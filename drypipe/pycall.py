@@ -12,11 +12,12 @@ import importlib.util
 import inspect
 import json
 import os
-import shlex
+import subprocess
 import sys
 from typing import Any, Callable
 
 from drypipe.errors import UserError
+from drypipe.task_script import shell_assignment
 from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var
 
 
@@ -59,18 +60,22 @@ def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
     available: dict[str, Any] = {}
     for spec in conf["inputs"]:
         name = spec["name"]
+        if spec["kind"] in ("value", "var"):
+            text = env[name] if name in env else _large_input(spec)
+            if text is not None:
+                available[name] = parse_var(text, spec["type"])
+            continue
         if name not in env:
             continue
-        if spec["kind"] in ("value", "var"):
-            available[name] = parse_var(env[name], spec["type"])
-        elif spec["kind"] == "glob":
+        if spec["kind"] == "glob":
             available[name] = GlobExpression(env[name])
         else:
             available[name] = env[name]
+    earlier = _earlier_outputs(os.environ["__control_dir"], conf)
     for spec in conf["outputs"]:
         name = spec["name"]
         if spec["kind"] == "var":
-            available[name] = parse_var(env[name], spec["type"]) if name in env else None
+            available[name] = parse_var(earlier[name], spec["type"]) if name in earlier else None
         else:
             available[name] = env.get(name)
     for name, value in env.items():
@@ -101,14 +106,40 @@ def _record_outputs(control_dir: str, conf: dict[str, Any], func_name: str, resu
             raise UserError(f"task {key}: {func_name}() returned {name!r}, which is not a declared output variable")
         values[name] = _checked(key, func_name, name, value, declared[name])
     path = os.path.join(control_dir, "output_vars.sh")
-    # Values set by earlier steps: task-env loading exported them (and unset undeclared ones).
-    existing = {n: os.environ[n] for n in declared if n in os.environ}
+    existing = _earlier_outputs(control_dir, conf)
     existing.update(values)
     tmp = os.path.join(control_dir, ".output_vars.sh.py.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for name, text in existing.items():
-            f.write(f"export {name}={shlex.quote(text)}\n")
+            f.write(shell_assignment(name, text) + "\n")
     os.replace(tmp, path)
+
+
+def _large_input(spec: dict[str, Any]) -> str | None:
+    """An input value too large to be exported (see EXPORT_LIMIT), read from where it is kept."""
+    if spec["kind"] == "value":
+        return spec["value"]
+    from drypipe.task_record import TaskRecord
+
+    return TaskRecord(os.environ["__pipeline_instance_dir"], spec["upstream"]).output_vars().get(spec["output"])
+
+
+def _earlier_outputs(control_dir: str, conf: dict[str, Any]) -> dict[str, str]:
+    """Output variables set by earlier steps: exported by the task runtime, unless one is too
+    large for the environment; then all are read from output_vars.sh, by bash."""
+    declared = [o["name"] for o in conf["outputs"] if o["kind"] == "var"]
+    found = {n: os.environ[n] for n in declared if n in os.environ}
+    path = os.path.join(control_dir, "output_vars.sh")
+    try:
+        with open(path, "rb") as f:
+            if len(found) == len(declared) or all(line.startswith(b"export ") for line in f):
+                return found
+    except FileNotFoundError:
+        return found
+    script = 'source "$0" && for n in "$@"; do [[ -v $n ]] && printf "%s\\0%s\\0" "$n" "${!n}"; done; true'
+    out = subprocess.run(["bash", "-c", script, path, *declared], capture_output=True, check=True, env={}).stdout
+    items = out.decode("utf-8", "surrogateescape").split("\0")[:-1]
+    return dict(zip(items[::2], items[1::2]))
 
 
 def _checked(key: str, func_name: str, name: str, value: Any, type_name: str) -> str:

@@ -26,8 +26,9 @@ from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun, execu
 from drypipe.instance import Instance
 from drypipe.task import Task
 from drypipe.task_conf import TaskConf
+from drypipe.task_record import CONF_FILE, TaskRecord, upstream_keys_on_disk
 from drypipe.task import read_output_vars
-from drypipe.task_script import task_conf_document, write_output_vars, write_task_files, write_task_lib
+from drypipe.task_script import task_conf_document, task_files_current, write_output_vars, write_task_files, write_task_lib
 
 log = logging.getLogger("drypipe")
 
@@ -53,6 +54,7 @@ class RunSummary:
     states: dict[str, str | None]
     blocked: dict[str, list[str]]  # waiting task -> failed/unfinished upstreams
     unsatisfied_waits: list[str]
+    not_yielded: set[str] = field(default_factory=set)  # tasks on disk the generator no longer yields
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
@@ -67,7 +69,8 @@ class RunSummary:
     @property
     def succeeded(self) -> bool:
         """Every task completed and the generator waits for nothing more."""
-        return not self.unsatisfied_waits and all(s == st.COMPLETED for s in self.states.values())
+        return not self.unsatisfied_waits and all(
+            s == st.COMPLETED for k, s in self.states.items() if k not in self.not_yielded)
 
 
 def _group(state: str | None) -> str:
@@ -115,6 +118,7 @@ class Scheduler:
         self.cache: OutputCache | None = open_cache(options.cache_url) if options.cache_url else None
         self.stale: dict[str, list] = {}  # key -> changed ingredients, for the summary
         self.from_cache: set[str] = set()
+        self._disk_dependents: dict[str, list[str]] | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -144,23 +148,25 @@ class Scheduler:
         blocked = {
             key: sorted(ups) for key, ups in self.waiting_on.items() if ups and self.states.get(key) == st.WAITING
         }
-        return RunSummary(dict(self.states), blocked, list(self.evaluation.waits))
+        not_yielded = set(self.states) - set(self.tasks)
+        return RunSummary(dict(self.states), blocked, list(self.evaluation.waits), not_yielded)
 
     # -- start ---------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Read the markers, run the generator once, and only then touch the instance: a
-        generator error leaves every file as it was."""
-        leftovers = []
-        for key in self.instance.task_keys():
-            control = str(self.instance.control_dir(key))
-            self.states[key], tmp_files = st.scan(control, strict=True)
-            leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
-        # Tasks to adopt: their task-conf.json is read (and refused if corrupt) before any change.
-        adopted = {key: self._read_task_conf(key) for key, state in self.states.items() if st.is_in_flight(state)}
-        evaluation = self._generate()
+        """Take the instance lock, read the markers, run the generator once, and only then
+        write: a generator error leaves every file as it was.  The lock comes first: a second
+        run must not read markers (or run the generator) while another one writes them."""
         self.instance.lock()
         try:
+            leftovers = []
+            for key in self.instance.task_keys():
+                control = str(self.instance.control_dir(key))
+                self.states[key], tmp_files = st.scan(control, strict=True)
+                leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
+            # Tasks to adopt: their task-conf.json is read (and refused if corrupt) before any change.
+            adopted = {key: self._read_task_conf(key) for key, state in self.states.items() if st.is_in_flight(state)}
+            evaluation = self._generate()
             # Temporary files of writes interrupted by a crash (ours or a task's), never renamed.
             root = self.instance.root
             for path in [*leftovers, *map(str, [*root.glob(".drypipe/.*.tmp"), *root.glob(".drypipe/.lib/.*.tmp"),
@@ -183,15 +189,16 @@ class Scheduler:
         log.info("task %s: adopted (%s)", key, state)
 
     def _read_task_conf(self, key: str) -> TaskConf:
-        path = self.instance.control_dir(key) / "task-conf.json"
+        record = self._record(key)
+        conf = record.task_conf()
         try:
-            conf = TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
             executor_class(conf.executor_name())
-            return conf
-        except KeyError as e:
-            raise UserError(f"task {key}: unreadable {path}: no field {e}") from e
-        except (OSError, ValueError, TypeError, AttributeError, UserError) as e:
-            raise UserError(f"task {key}: unreadable {path}: {e}") from e
+        except UserError as e:
+            raise UserError(f"task {key}: unreadable {record.path(CONF_FILE)}: {e}") from e
+        return conf
+
+    def _record(self, key: str) -> TaskRecord:
+        return TaskRecord(self.instance.root, key)
 
     # -- one cycle -----------------------------------------------------------------------------
 
@@ -228,6 +235,15 @@ class Scheduler:
         # upstream's definition, and every stale task is back to waiting before any
         # dependent's readiness is decided.
         docs = [self._document(task) for task in new]
+        stale = [task.key for task in new if self._is_stale(task.key)]
+        if stale:
+            # The generator saw these as completed, so what it yielded after them (their fan-out
+            # from old results) may be wrong: forget this evaluation and run it again.
+            for task in new:
+                del self.tasks[task.key]
+            for key in stale:
+                self._invalidate(key)
+            return self._apply(self._generate()) or True
         for task, doc in zip(new, docs):
             self._register(task, doc)
         for task in new:
@@ -248,30 +264,60 @@ class Scheduler:
         """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
         key = task.key
         state = self.states.get(key)
-        control = str(self.instance.control_dir(key))
+        record = self._record(key)
         if state == st.COMPLETED:
-            record = sig.read_record(control)
-            if record is None:  # completed by hand or before signatures were recorded: adopt
-                sig.write_record(control, self.signer.record(key))
+            recorded = record.signature_record()
+            if recorded is None:  # completed by hand or before signatures were recorded: adopt
+                record.write_signature_record(self.signer.record(key))
                 return
-            if record["signature"] == self.signer.signature(key) or self.options.keep_stale:
-                return
-            self.stale[key] = sig.differences(record.get("ingredients", {}), self.signer.parts(key))
-            log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
-            write_task_files(self.instance, doc)
-            sig.write_record(control, self.signer.record(key))
-            (self.instance.control_dir(key) / "cached").unlink(missing_ok=True)
-            if st.transition(control, st.COMPLETED, st.WAITING):
-                self._set_state(key, st.WAITING)
+            if "outputs" not in recorded:  # it completed while no orchestrator watched it
+                self._record_outcome(key, st.COMPLETED)
         elif not st.is_in_flight(state):
             fresh = state is None
-            if fresh or self._disk_digest(key) != doc["digest"]:
+            if fresh or not task_files_current(self.instance, doc):
                 write_task_files(self.instance, doc, fresh)
-            if fresh or (sig.read_record(control) or {}).get("signature") != self.signer.signature(key):
-                sig.write_record(control, self.signer.record(key), fresh)
+            if fresh or (record.signature_record() or {}).get("signature") != self.signer.signature(key):
+                record.write_signature_record(self.signer.record(key), fresh)
             if fresh:
-                st.transition(control, None, st.WAITING)
+                record.move(None, st.WAITING)
                 self._set_state(key, st.WAITING)
+
+    def _is_stale(self, key: str) -> bool:
+        """A completed task whose recorded signature differs from the current one (its
+        changed ingredients are kept for the summary)."""
+        if self.states.get(key) != st.COMPLETED or self.options.keep_stale:
+            return False
+        recorded = self._record(key).signature_record()
+        if recorded is None or recorded.get("signature") == self.signer.signature(key):
+            return False
+        self.stale[key] = sig.differences(recorded.get("ingredients", {}), self.signer.parts(key))
+        log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
+        return True
+
+    def _invalidate(self, key: str) -> bool:
+        """Send a completed task back to waiting and clear its results, marker first (a crash
+        between the two leaves a waiting task with old files, which its rerun clears).  The
+        completed tasks on disk downstream of it that the generator has not yielded (yet) go
+        too: they were made from the results being replaced.  False if the marker moved."""
+        if not self._record(key).move(st.COMPLETED, st.WAITING):
+            self._refresh(key)
+            return False
+        self._set_state(key, st.WAITING)
+        self._record(key).clear_results()
+        for dependent in self._dependents_on_disk(key):
+            if dependent not in self.tasks and self.states.get(dependent) == st.COMPLETED:
+                log.info("task %s: upstream %s reruns, its results are cleared", dependent, key)
+                self._invalidate(dependent)
+        return True
+
+    def _dependents_on_disk(self, key: str) -> list[str]:
+        """Tasks whose definition on disk names `key` as an upstream (read once per run)."""
+        if self._disk_dependents is None:
+            self._disk_dependents = defaultdict(list)
+            for other in self.instance.task_keys():
+                for upstream in upstream_keys_on_disk(self._record(other)):
+                    self._disk_dependents[upstream].append(other)
+        return self._disk_dependents.get(key, [])
 
     def _schedule(self, task: Task) -> None:
         """Make a registered task ready, or wait for its unfinished upstream tasks."""
@@ -291,19 +337,15 @@ class Scheduler:
         else:
             self._make_ready(key)
 
-    def _disk_digest(self, key: str) -> str | None:
-        try:
-            return json.loads((self.instance.control_dir(key) / "task-conf.json").read_text()).get("digest")
-        except (OSError, ValueError):
-            return None
-
     def _make_ready(self, key: str) -> None:
         state = self.states.get(key)
         start = 0
-        if st.is_failure(state) and self.options.restart_failed and not self.options.reset_failed:
+        if st.is_failure(state) and self.options.reset_failed:
+            self._record(key).clear_results()  # reset: as if it never ran (the marker is not completed)
+        elif st.is_failure(state) and self.options.restart_failed:
             start = st.step_of(state)
         if state == st.WAITING:
-            if st.transition(str(self.instance.control_dir(key)), st.WAITING, st.READY):
+            if self._record(key).move(st.WAITING, st.READY):
                 self._set_state(key, st.READY)
             else:
                 self._refresh(key)
@@ -380,13 +422,13 @@ class Scheduler:
             status = "completed" if new == st.COMPLETED else "failed"
             try:
                 self.cache.publish(record["signature"], key, status, read_output_vars(str(control)), files, output_dir)
-            except OSError as e:
+            except (OSError, ValueError) as e:  # ValueError: a signature record that is not a signature
                 log.warning("task %s: could not publish to cache %s: %s", key, self.cache.url, e)
 
     def _restore_from_cache(self, key: str) -> bool:
         """Complete (or fail) a ready task from the shared cache instead of running it."""
         signature = self.signer.signature(key)
-        manifest = self.cache.manifest(signature)
+        manifest = self.cache.usable_manifest(signature, key, self.signer.docs[key]["outputs"])  # checked: untrusted
         if manifest is None:
             return False
         control = self.instance.control_dir(key)
@@ -449,21 +491,21 @@ class Scheduler:
             first = self.dead_since.setdefault(key, now)
             if now - first < self.options.lost_grace_seconds:
                 return False
-        control = str(run.control_dir)
-        marker = st.read_state(control)
+        record = self._record(key)
+        marker = record.state()
         if st.is_terminal(marker):
             self._on_state(key, marker)
             return True
         if liveness.outcome == st.READY:
-            if st.transition(control, marker, st.READY):
+            if record.move(marker, st.READY):
                 self.in_flight.pop(key)
                 self.dead_since.pop(key, None)
                 self._set_state(key, st.READY)
                 self._ready(key, run.start_step)
             return True
         new = st.LOST if liveness.outcome == st.LOST else f"{liveness.outcome}.{st.step_of(marker)}"
-        if st.transition(control, marker, new):
-            _append_log(run, f"state.{new} {liveness.reason or ''}".rstrip())
+        if record.move(marker, new):
+            record.log(f"state.{new} {liveness.reason or ''}".rstrip() + " (recorded by the orchestrator)")
             log.warning("task %s: %s (%s)", key, new, liveness.reason)
             self._on_state(key, new)
         else:
@@ -523,20 +565,19 @@ class Scheduler:
     def _launch(self, executor: Executor, runs: list[TaskRun]) -> None:
         claimed = []
         for run in runs:
-            old = self.states.get(run.key)
-            if st.transition(str(run.control_dir), old, st.LAUNCHED):
+            if self._record(run.key).claim(self.states.get(run.key)):
                 claimed.append(run)
             else:
                 self._unready(run.key)
                 self._refresh(run.key)
         if not claimed:
             return
-        executor.prepare(claimed)
         try:
+            executor.prepare(claimed)
             handles = executor.launch(claimed)
         except BackendUnavailable as e:
             for run in claimed:  # still ready: launched again after a back-off
-                st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)
+                self._record(run.key).unclaim(self.states[run.key])
             delay = max(self.options.sleep_schedule or (1,))
             self.launch_after[executor.name] = time.monotonic() + delay
             log.warning("%s unavailable (%s): %d tasks stay ready, next try in %.0f s",
@@ -544,7 +585,7 @@ class Scheduler:
             return
         except UserError as e:
             for run in claimed:
-                st.transition(str(run.control_dir), st.LAUNCHED, self.states[run.key] or st.READY)
+                self._record(run.key).unclaim(self.states[run.key])
             message = str(e)
             raise UserError(message if message.startswith(("task ", "tasks ")) else f"task {claimed[0].key}: {message}") from e
         for run in claimed:
@@ -600,10 +641,6 @@ def _remove_leftover(path: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def _append_log(run: TaskRun, message: str) -> None:
-    _append_log_line(run.control_dir, f"{message} (recorded by the orchestrator)")
 
 
 def _append_log_line(control_dir, message: str) -> None:

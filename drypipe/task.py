@@ -11,7 +11,8 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, Callable
 
-from drypipe.errors import UserError
+from drypipe.digests import stat_file_to_digest
+from drypipe.errors import UserError, check_type, text_problem
 from drypipe.task_conf import TaskConf
 from drypipe.values import (
     File,
@@ -26,6 +27,7 @@ from drypipe.values import (
     VAR_TYPES,
     format_var,
     parse_var,
+    path_problem,
     python_call_marker,
     type_name,
 )
@@ -111,10 +113,15 @@ class TaskBuilder:
     """`dsl.task(key=...)`: collects inputs, outputs and calls; `()` finishes the task."""
 
     def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf | None, source: str):
-        if task_conf is not None and not isinstance(task_conf, TaskConf):
-            raise UserError(f"task {key!r}: task_conf must be a TaskConf, got {type(task_conf).__name__}")
-        if task_conf is not None and dsl.pipeline.conf_defaults:  # drypipe.config: files fill unset fields
-            task_conf = task_conf.with_defaults(dsl.pipeline.conf_defaults)
+        if task_conf is not None:
+            check_type(task_conf, TaskConf, "be a TaskConf", f"task {key!r}: task_conf")
+            try:  # checked when built, and here again: its fields may have been changed since
+                if dsl.pipeline.conf_defaults:  # drypipe.config: files fill unset fields
+                    task_conf = task_conf.with_defaults(dsl.pipeline.conf_defaults)
+                else:
+                    task_conf.validate()
+            except UserError as e:
+                raise UserError(f"task {key!r}: {e}") from None
         self._task = Task(dsl, key, task_conf or dsl.default_task_conf, source)
         self._finished: Task | None = None
 
@@ -162,10 +169,9 @@ class TaskBuilder:
                 decl = Var(decl)
             if isinstance(decl, Var):
                 type_name(decl.type)
-            elif isinstance(decl, File):
-                _check_relative_name(task.key, name, decl.name)
-            elif isinstance(decl, FileSet):
-                _check_relative_name(task.key, name, decl.glob)
+            elif isinstance(decl, (File, FileSet)):
+                glob = isinstance(decl, FileSet)
+                _refuse(task.key, path_problem(decl.glob if glob else decl.name, True, glob), "output", name)
             else:
                 raise UserError(
                     f"task {task.key!r}: output {name!r} must be a type, dsl.var(...), dsl.file(...) "
@@ -200,9 +206,21 @@ def _check_variable_name(key: str, what: str, name: str) -> None:
         raise UserError(f"task {key!r}: invalid {what} name {name!r}")
 
 
-def _check_relative_name(key: str, name: str, path: str) -> None:
-    if not isinstance(path, str) or not path or os.path.isabs(path) or ".." in path.split("/"):
-        raise UserError(f"task {key!r}: output {name!r} must be a relative path inside the task's output dir, got {path!r}")
+def _refuse(key: str, problem: str | None, what: str, name: str | None = None) -> None:
+    """When there is a problem, a UserError "task 'k': <what> ['name'] <problem>"."""
+    if problem is not None:
+        raise UserError(f"task {key!r}: {what} {problem}" if name is None else f"task {key!r}: {what} {name!r} {problem}")
+
+
+def _file_input(task: Task, name: str, path: str, upstream: str | None) -> dict[str, Any]:
+    """A file input; one that no task produces must be a regular file, or not exist yet."""
+    _refuse(task.key, path_problem(path, False), "input", name)
+    if upstream is None:
+        try:
+            stat_file_to_digest(os.path.join(task.dsl.instance_dir, path))
+        except UserError as e:
+            raise UserError(f"task {task.key!r}: input {name!r}: {e}") from None
+    return {"name": name, "kind": "file", "path": path, "upstream": upstream}
 
 
 def _input_spec(task: Task, name: str, value: Any) -> dict[str, Any]:
@@ -233,12 +251,14 @@ def _input_spec(task: Task, name: str, value: Any) -> dict[str, Any]:
         upstream_key = parts[1] if len(parts) > 2 and parts[0] == "output" else None
         if upstream_key and dsl.has_task(upstream_key):
             _add_upstream(task, dsl.task_by_key(upstream_key))
-        return {"name": name, "kind": "file", "path": value.relative, "upstream": upstream_key}
+        return _file_input(task, name, value.relative, upstream_key)
     if isinstance(value, InstanceFile):
-        return {"name": name, "kind": "file", "path": value.relative, "upstream": None}
+        return _file_input(task, name, value.relative, None)
     if isinstance(value, File):
-        return {"name": name, "kind": "file", "path": value.name, "upstream": None}
+        return _file_input(task, name, value.name, None)
     if isinstance(value, bool) or type(value) in VAR_TYPES.values():
+        if type(value) is str:
+            _refuse(task.key, text_problem(value), "input", name)
         return {"name": name, "kind": "value", "type": type_name(type(value)), "value": format_var(value)}
     raise UserError(
         f"task {task.key!r}: input {name!r} has unsupported type {type(value).__name__} ({value!r})"
@@ -255,9 +275,16 @@ def _add_upstream(task: Task, upstream: Task) -> None:
 
 def _step_spec(task: Task, code: Any, container: str | None) -> dict[str, Any]:
     step: dict[str, Any]
+    n = len(task.steps)
+    if container is not None:
+        check_type(container, str, "be a str or None", f"task {task.key!r}: step {n} container")
+        _refuse(task.key, text_problem(container), f"step {n} container")
+    bash = isinstance(code, str) and ("\n" in code or code.startswith("#!"))
+    if isinstance(code, str):
+        _refuse(task.key, text_problem(code), f"step {n} ({'bash snippet' if bash else 'script name'})")
     if callable(code):
         step = _python_step(task, code)
-    elif isinstance(code, str) and ("\n" in code or code.startswith("#!")):
+    elif bash:
         step = {"kind": "bash", "code": textwrap.dedent(code).lstrip("\n")}
     elif isinstance(code, str) and code.strip():
         path = os.path.join(task.dsl.pipeline_code_dir, code)

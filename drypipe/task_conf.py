@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from drypipe.errors import UserError
+from drypipe.errors import UserError, check_text, check_type
 
 
 @dataclass
@@ -26,7 +26,7 @@ class TaskConf:
     # The interpreter that runs python calls; default: the one that generated the task.
     python_bin: str | None = None
     # Extra environment variables for the task's steps.
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str | int | float] = field(default_factory=dict)
     # Bash lines run before each step (module load, conda activate ...).
     command_before_task: str | None = None
     # Slurm array throttle (%N); None means no throttle.
@@ -67,17 +67,24 @@ class TaskConf:
     def validate(self) -> None:
         if not isinstance(self.executer_type, str) or not self.executer_type:
             raise UserError(f"TaskConf: executer_type must be a non-empty string, got {self.executer_type!r}")
-        if not isinstance(self.sbatch_options, (list, tuple)) or not all(
-            isinstance(o, str) for o in self.sbatch_options
-        ):
-            raise UserError(f"TaskConf: sbatch_options must be a list of strings, got {self.sbatch_options!r}")
+        check_type(self.sbatch_options, (list, tuple), "be a list of strings", "TaskConf: sbatch_options")
+        for option in self.sbatch_options:
+            check_type(option, str, "be a list of strings", "TaskConf: sbatch_options")
+            check_text(option, "TaskConf: sbatch_options")
         self.sbatch_options = list(self.sbatch_options)
-        if not isinstance(self.extra_env, dict):
-            raise UserError(f"TaskConf: extra_env must map variable names to strings, got {self.extra_env!r}")
-        for name in self.extra_env:  # bash names (ASCII); __ names are drypipe's own
+        for name, types, expected in _CHECKED:  # the fields typed `str | None`, `dict`, ...
+            value = getattr(self, name)
+            check_type(value, types, expected, f"TaskConf: {name}")
+            if isinstance(value, str):
+                check_text(value, f"TaskConf: {name}")
+        check_type(self.extra_env, dict, "map variable names to str, int or float values", "TaskConf: extra_env")
+        for name, value in self.extra_env.items():  # bash names (ASCII); __ names are drypipe's own
             if not (isinstance(name, str) and name.isidentifier() and name.isascii()) or name.startswith("__"):
                 raise UserError(f"TaskConf: extra_env: {name!r} is not a valid environment variable name "
                                 "(letters, digits and _, not starting with a digit or __)")
+            check_type(value, (str, int, float), "be a str, int or float", f"TaskConf: extra_env[{name!r}]")
+            if isinstance(value, str):
+                check_text(value, f"TaskConf: extra_env[{name!r}]")
         if self.max_simultaneous_jobs is not None and (
             not isinstance(self.max_simultaneous_jobs, int) or self.max_simultaneous_jobs < 1
         ):
@@ -123,3 +130,11 @@ class TaskConf:
 
 
 _FIELDS = dataclasses.fields(TaskConf)
+# What validate() requires of each field, read from its annotation (a string: see the
+# __future__ import); extra_env, sbatch_options and the others have their own checks.
+_EXPECTED: dict[str, tuple[tuple[type, ...], str]] = {
+    "str | None": ((str, type(None)), "be a str or None"),
+    "dict[str, Any]": ((dict,), "be a dict"),
+    "dict[str, Any] | None": ((dict, type(None)), "be a dict or None"),
+}
+_CHECKED = [(f.name, *_EXPECTED[f.type]) for f in _FIELDS if f.type in _EXPECTED]

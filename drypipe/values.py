@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import glob as _glob
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from drypipe.errors import UserError
+from drypipe.errors import UserError, text_problem
+from drypipe.keys import is_inside_relative_path
 
 if TYPE_CHECKING:
     from drypipe.task import Task
@@ -34,6 +36,28 @@ def format_var(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def path_problem(path: object, output: bool, glob: bool = False) -> str | None:
+    """Why `path` cannot name a file of a task, or None; phrased to follow the culprit's name.
+
+    An output is a relative path inside the task's output dir; a fileset's glob may use `**`
+    only as a whole component (pathlib's rule, applied when the task ends).  An input is
+    relative to the instance dir or absolute.  Both name a file: not "", ".", "a/..", "a/"."""
+    if not isinstance(path, str):
+        return f"must be a path (a str), got {type(path).__name__}: {path!r}"
+    problem = text_problem(path)
+    if problem:
+        return f"{path!r} {problem}"
+    names_a_file = path.rpartition("/")[2] not in ("", ".", "..")
+    if output:
+        if not names_a_file or not is_inside_relative_path(posixpath.normpath(path)):
+            return f"must be a relative path inside the task's output dir, got {path!r}"
+        if glob and any("**" in part and part != "**" for part in path.split("/")):
+            return f"must use '**' only as a whole path component (like 'a/**/b.txt'), got {path!r}"
+    elif not names_a_file:
+        return f"must name a file, got {path!r}"
+    return None
 
 
 @dataclass(frozen=True)

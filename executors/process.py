@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 from drypipe import state as st
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.proc import process_matches, stop_orphaned_session
+from drypipe.task_record import TaskRecord
 
 
 # The task script's shebang is `/usr/bin/env bash`; naming bash directly saves an exec per task.
@@ -97,23 +97,21 @@ class ProcessExecutor(Executor):
             return
         stopped = stop_orphaned_session(pid)
         if stopped:
-            with open(task.control_dir / "drypipe.log", "a") as log:
-                log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {time.time():.6f} task script {pid} is dead: "
-                          f"stopped its leftover processes {' '.join(map(str, stopped))}\n")
+            TaskRecord(task.instance_dir, task.key).log(
+                f"task script {pid} is dead: stopped its leftover processes {' '.join(map(str, stopped))}")
 
     def _poll_adopted(self, task: TaskRun) -> Liveness:
         """A task started by an earlier orchestrator (or by hand): identified by its pid file."""
-        try:
-            pid, start_time, *host = (task.control_dir / "pid").read_text().split()
-        except FileNotFoundError:
+        record = TaskRecord(task.instance_dir, task.key).pid()
+        if record is None:  # claimed, then the orchestrator died before the process started
             return Liveness(False, "ready", "launched but never started")
-        except ValueError:  # the task script is writing its pid file right now
+        if not record.valid:  # a write cut short: dead unless it is rewritten within the grace period
+            return Liveness(False, "lost", "its pid file is unreadable")
+        if process_matches(record.pid, record.start_time):
             return Liveness(alive=True)
-        if process_matches(int(pid), start_time):
-            return Liveness(alive=True)
-        if host[:1] in ([], [socket.gethostname()]):  # its processes are on this host
-            self._stop_leftovers(task, int(pid))
-        return Liveness(False, "lost", f"process {pid} is gone")
+        if record.host in (None, socket.gethostname()):  # its processes are on this host
+            self._stop_leftovers(task, record.pid)
+        return Liveness(False, "lost", f"process {record.pid} is gone")
 
     def kill(self, tasks: list[TaskRun]) -> None:
         for task in tasks:

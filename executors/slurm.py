@@ -63,10 +63,18 @@ class SlurmExecutor(Executor):
     # -- prepare / launch ----------------------------------------------------------------------
 
     def prepare(self, tasks: list[TaskRun]) -> None:
-        """Write the shared array launcher and each task's sbatch-launcher.sh."""
+        """Write the shared array launcher and each task's sbatch-launcher.sh.
+
+        A task whose sbatch options drypipe refuses gets no launcher (an older one is removed):
+        `launch` then refuses it, where the loop can put its marker back."""
         sf.write_array_launcher(self.root)
         for task in tasks:
             if task.key not in self._prepared:
+                try:
+                    sf.check_sbatch_options(task.task_conf, task.key)
+                except UserError:
+                    (task.control_dir / sf.LAUNCHER_FILE).unlink(missing_ok=True)
+                    continue
                 sf.write_task_launcher(self.root, task.key, task.task_conf)
                 self._prepared.add(task.key)
 
@@ -76,6 +84,8 @@ class SlurmExecutor(Executor):
         If sbatch refuses a group (bad option, unknown account ...), the arrays already
         submitted by this call are cancelled and a UserError carries sbatch's message: the loop
         then puts the tasks back in their previous state."""
+        for task in tasks:  # before any sbatch: a refused option leaves nothing to cancel
+            sf.check_sbatch_options(task.task_conf, task.key)
         groups: dict[str, list[TaskRun]] = defaultdict(list)
         for task in tasks:
             groups[task.task_conf.batch_key()].append(task)
@@ -114,6 +124,7 @@ class SlurmExecutor(Executor):
         """Submit tasks (same TaskConf, at most MaxArraySize) as one job array; its job id."""
         if len(tasks) > self.config.max_array_size:
             raise ValueError("array larger than MaxArraySize")
+        sf.check_sbatch_options(tasks[0].task_conf, tasks[0].key)  # before a list file exists
         sf.write_array_launcher(self.root)
         number, _ = self.arrays.create((t.key, t.start_step) for t in tasks)
         args = sf.array_sbatch_args(tasks[0].task_conf, self.root, number, len(tasks))

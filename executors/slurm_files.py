@@ -19,9 +19,11 @@ import hashlib
 import os
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+from drypipe.errors import UserError
 from drypipe.instance import write_atomic
 from drypipe.task_conf import TaskConf
 
@@ -45,10 +47,48 @@ def job_name(instance_root: Path) -> str:
 
 # -- sbatch command lines -----------------------------------------------------------------------
 
+# An sbatch option's name: `--name` (before any `=`) or `-x`.  Anything else would be taken by
+# sbatch as the batch script, or reach it as something other than what the TaskConf shows.
+_OPTION_NAME = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9-]*")
+_LINE_BREAKS = ("\0", "\n", "\r")
 
-def common_sbatch_args(conf: TaskConf, name: str) -> list[str]:
+
+def sbatch_option_problem(options: Sequence[str]) -> tuple[str, str] | None:
+    """The first of `options` (a TaskConf's sbatch_options) that drypipe refuses to pass on,
+    and why; None if every one is fine.  A word not starting with `-` after a bare option is
+    that option's value (`["--time", "1:00:00"]`), and may hold any character but a NUL or a
+    line break."""
+    value_allowed = False
+    for option in options:
+        if any(c in option for c in _LINE_BREAKS):
+            return option, "contains a NUL or a line break"
+        if value_allowed and not option.startswith("-"):
+            value_allowed = False
+            continue
+        name, eq, _ = option.partition("=")
+        if not _OPTION_NAME.fullmatch(name):
+            return option, ("is not an sbatch option (-x, --name or --name=value, with a name of "
+                            "letters, digits and -)")
+        value_allowed = not eq
+    return None
+
+
+def check_sbatch_options(conf: TaskConf, key: str | None = None) -> None:
+    """Refuse, with one line naming the task (when known) and the option, what sbatch_options
+    and slurm_account must not hold.  Runs wherever drypipe builds an sbatch command line."""
+    where = f"task {key}: " if key else ""
+    problem = sbatch_option_problem(conf.sbatch_options)
+    if problem:
+        raise UserError(f"{where}sbatch option {problem[0]!r} {problem[1]}")
+    account = conf.slurm_account
+    if account and any(c in account for c in _LINE_BREAKS):
+        raise UserError(f"{where}slurm_account {account!r} contains a NUL or a line break")
+
+
+def common_sbatch_args(conf: TaskConf, name: str, key: str | None = None) -> list[str]:
     """Options every job of a TaskConf gets; the user's sbatch_options come after ours, so a
     user may override the job name, the export or the signal."""
+    check_sbatch_options(conf, key)
     args = ["sbatch", "--parsable", f"--job-name={name}", "--export=ALL"]
     if conf.slurm_account:
         args.append(f"--account={conf.slurm_account}")
@@ -65,10 +105,12 @@ def array_throttle(conf: TaskConf, count: int) -> str:
     return spec
 
 
-def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: int) -> list[str]:
-    """The sbatch command submitting array-<number>.tasks (count elements) as one job array."""
+def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: int,
+                      key: str | None = None) -> list[str]:
+    """The sbatch command submitting array-<number>.tasks (count elements) as one job array
+    (an argv: run without a shell).  `key` names the task in a refusal of its options."""
     directory = slurm_dir(instance_root)
-    return common_sbatch_args(conf, job_name(instance_root)) + [
+    return common_sbatch_args(conf, job_name(instance_root), key) + [
         f"--array={array_throttle(conf, count)}",
         f"--output={directory / f'array-{number}.log'}",
         "--open-mode=append",
@@ -78,18 +120,38 @@ def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: i
     ]
 
 
-def single_sbatch_args(conf: TaskConf, instance_root: Path, key: str, at_step: int | None = None) -> list[str]:
-    """The sbatch command that sbatch-launcher.sh runs for one task (as `sbatch-gen` prints it)."""
-    control = instance_root / ".drypipe" / key
-    command = f"exec {shlex.quote(str(control / 'task'))}"
+class InControlDir(NamedTuple):
+    """An argument drypipe itself builds around the task's control directory (prefix, the
+    directory, suffix): sbatch-launcher.sh computes that directory at run time."""
+
+    prefix: str
+    suffix: str
+
+
+def _single_args(conf: TaskConf, instance_root: Path, key: str) -> list[str | InControlDir]:
+    """sbatch ... up to (not including) --wrap; the user's words are always plain strings."""
+    return [*common_sbatch_args(conf, job_name(instance_root), key),
+            InControlDir("--output=", "/" + BATCH_LOG_FILE),
+            "--open-mode=append",
+            f"--comment=drypipe task {key}"]
+
+
+def wrap_command(control: str, at_step: int | None) -> str:
+    """The --wrap of one task's job; sbatch-launcher.sh builds the same text (its __quote is
+    shlex.quote)."""
+    command = f"exec {shlex.quote(control + '/task')}"
     if at_step is not None:
-        command += f" --at-step {at_step}"
-    return common_sbatch_args(conf, job_name(instance_root)) + [
-        f"--output={control / BATCH_LOG_FILE}",
-        "--open-mode=append",
-        f"--comment=drypipe task {key}",
-        f"--wrap={command}",
-    ]
+        command += f" --at-step {int(at_step)}"
+    return command
+
+
+def single_sbatch_args(conf: TaskConf, instance_root: Path, key: str, at_step: int | None = None) -> list[str]:
+    """The sbatch command that sbatch-launcher.sh runs for one task (as `sbatch-gen` prints it):
+    the launcher at `--at-step N`, where it stands, passes exactly this argv."""
+    control = str(instance_root / ".drypipe" / key)
+    args = [a if isinstance(a, str) else a.prefix + control + a.suffix
+            for a in _single_args(conf, instance_root, key)]
+    return args + [f"--wrap={wrap_command(control, at_step)}"]
 
 
 # -- generated scripts --------------------------------------------------------------------------
@@ -124,34 +186,47 @@ exec "$control/task" --at-step "$step"
 """
 
 
+def _shell_word(arg: str | InControlDir) -> str:
+    """One bash word: user text only ever inside single quotes."""
+    if isinstance(arg, str):
+        return shlex.quote(arg)
+    return (shlex.quote(arg.prefix) if arg.prefix else "") + '"$__control_dir"' + (
+        shlex.quote(arg.suffix) if arg.suffix else "")
+
+
 def launcher_text(conf: TaskConf, instance_root: Path, key: str) -> str:
-    """sbatch-launcher.sh of one task: paths are computed from its own location at run time."""
-    args = single_sbatch_args(conf, instance_root, key)
-    control = str(instance_root / ".drypipe" / key)
-    options = []
-    for arg in args[1:-1]:  # sbatch ... --wrap=: rebuilt below with run-time paths
-        if control in arg:
-            name, _, value = arg.partition("=")
-            rest = value[len(control):]
-            options.append(f'{name}="$__control_dir"{shlex.quote(rest) if rest else ""}')
-        else:
-            options.append(shlex.quote(arg))
-    lines = " \\\n    ".join(options)
+    """sbatch-launcher.sh of one task: paths are computed from its own location at run time.
+    Every option is one quoted word; only drypipe's own path arguments hold $__control_dir."""
+    args = _single_args(conf, instance_root, key)
+    lines = " \\\n    ".join(_shell_word(a) for a in args[1:])  # args[0] is "sbatch"
     return f"""#!/usr/bin/env bash
 # drypipe: submits task {key} to Slurm as one job (`drypipe sbatch -k {key}` runs this script;
 # `drypipe sbatch-gen -k {key}` prints the command).  Prints the job id and records it in
 # slurm_job_id.  usage: sbatch-launcher.sh [--at-step N] [more sbatch options]
 set -euo pipefail
-__control_dir=$(cd -- "$(dirname -- "${{BASH_SOURCE[0]}}")" && pwd)
+__control_dir=$(CDPATH= cd -- "$(dirname -- "${{BASH_SOURCE[0]}}")" && pwd)
+# As Python's shlex.quote: --wrap is then the very text `drypipe sbatch-gen` prints.
+__quote() {{
+    local sq="'" esc="'\\"'\\"'"
+    if [[ -z $1 ]]; then REPLY="''"
+    elif [[ $1 == *[!abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-]* ]]; then
+        REPLY="'${{1//$sq/$esc}}'"
+    else REPLY=$1; fi
+}}
 at_step=""
 if [[ ${{1:-}} == --at-step ]]; then
-    at_step=" --at-step ${{2:?--at-step needs a step number}}"
+    if [[ ! ${{2:-}} =~ ^[0123456789]+$ ]]; then  # it goes into the job's script (--wrap)
+        echo "sbatch-launcher.sh: --at-step needs a step number" >&2
+        exit 2
+    fi
+    at_step=" --at-step $2"
     shift 2
 fi
+__quote "$__control_dir/task"
 job_id=$(sbatch \\
     {lines} \\
     "$@" \\
-    --wrap="exec $(printf '%q' "$__control_dir/task")$at_step")
+    --wrap="exec $REPLY$at_step")
 job_id=${{job_id%%;*}}
 printf '%s\\n' "$job_id" > "$__control_dir/.slurm_job_id.tmp"
 mv -f -- "$__control_dir/.slurm_job_id.tmp" "$__control_dir/slurm_job_id"

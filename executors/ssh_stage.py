@@ -6,6 +6,7 @@ The remote copy of an instance has the local layout under `<remote_base_dir>/<in
     .drypipe/<key>/                    the task's control dir (task script, steps, logs)
     output/<upstream>/...              exactly the files the task consumes (its `inputs`)
     .drypipe/<upstream>/output_vars*   for variables it consumes
+    .drypipe/<upstream>/state.completed   so that the task sees its upstream tasks completed
     .drypipe/.ssh/code/pipeline/       $__pipeline_code_dir (scripts, modules of python calls)
     .drypipe/.ssh/code/py-<hash>/      the package of each python call, importable from there
     .drypipe/.ssh/external/<abs path>  inputs given by absolute paths outside the instance
@@ -121,11 +122,14 @@ def stage_task(instance: Instance, key: str, remote_root: str, python_bin: str |
             if external:
                 result.externals.extend(matches)
                 spec["pattern"] = _external_relative(external)
+                spec["matched"] = [_external_relative(m) for m in matches]
             else:
                 paths.extend(os.path.relpath(m, root) for m in matches)
         elif kind == "var":
             upstream = spec["upstream"]
             paths += [f".drypipe/{upstream}/output_vars.sh", f".drypipe/{upstream}/output_vars"]
+    # the task checks that its upstream tasks completed before it starts
+    paths += [f".drypipe/{upstream}/state.completed" for upstream in doc.get("upstream_keys", [])]
 
     # code: $__pipeline_code_dir and the packages of python calls
     code_dir = doc.get("pipeline_code_dir")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -40,7 +41,27 @@ class DryPipeGroup(click.Group):
         except OSError as e:  # e.g. a full disk or an unwritable instance dir
             if isinstance(e, BrokenPipeError):
                 raise
-            _fail(ctx, str(e), 1)
+            _fail(ctx, os_error_message(e), 1)
+
+
+def os_error_message(e: OSError) -> str:
+    """One line that names the file: "<file>: <reason>", without the "[Errno N]" prefix.
+
+    An OSError of os.write (a full disk) names no file: then the file is the `path` that the
+    innermost frame of the traceback was writing (the write helpers of drypipe.instance)."""
+    reason = e.strerror or str(e)
+    filename = e.filename
+    if filename is None:
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        path = tb.tb_frame.f_locals.get("path") if tb is not None else None
+        filename = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if filename is None or str(filename) in reason:
+        return reason
+    if e.filename2 is not None:
+        return f"{filename} -> {e.filename2}: {reason}"
+    return f"{filename}: {reason}"
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:

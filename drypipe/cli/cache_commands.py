@@ -123,6 +123,8 @@ def cache_gc(url, older_than, failed, dry_run):
     """Delete interrupted publications (older than an hour), and optionally old or failed entries."""
     store = open_cache(url)
     now = time.time()
+    # Signatures come from the entries' directory names (entries() and incomplete() check them);
+    # store.delete computes the path from the root: nothing a manifest says is ever deleted.
     doomed = [m["signature"] for m in store.entries()
               if (failed and m["status"] == "failed")
               or (older_than is not None and now - m["created"] > older_than * 86400)]
@@ -131,10 +133,10 @@ def cache_gc(url, older_than, failed, dry_run):
         click.echo(f"{'would delete' if dry_run else 'deleted'} {signature}")
         if not dry_run:
             store.delete(signature)
-    for path in partial:
-        modified = store.fs.modified(path) if hasattr(store.fs, "modified") else None
-        if modified is not None and now - modified.timestamp() < 3600:
+    for signature in partial:
+        modified = store.modified(signature)
+        if modified is not None and now - modified < 3600:
             continue  # maybe still being written
-        click.echo(f"{'would delete' if dry_run else 'deleted'} incomplete {path}")
+        click.echo(f"{'would delete' if dry_run else 'deleted'} incomplete {signature}")
         if not dry_run:
-            store.fs.rm(path, recursive=True)
+            store.delete(signature)

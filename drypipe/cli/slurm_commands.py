@@ -136,7 +136,9 @@ def sbatch_command(instance_dir, task_key, wait):
         job_id = slurm.submit_one(run)
     except UserError as e:
         _unclaim(claimed)
-        raise UserError(f"task {task_key}: {e}") from None
+        message = str(e)  # a refused sbatch option already names the task
+        prefix = f"task {task_key}: "
+        raise UserError(message if message.startswith(prefix) else prefix + message) from None
     click.echo(f"task {task_key}: submitted as Slurm job {job_id} (log: {run.control_dir / 'out.log'})")
     if wait:
         raise SystemExit(_wait(instance, slurm, run))

@@ -3,7 +3,6 @@ list-states, poll-task, call, report-execution-times."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import subprocess
 import sys
@@ -16,8 +15,7 @@ from drypipe.cli.options import instance_dir_option, open_instance, task_key_opt
 from drypipe.errors import UserError
 from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
-from drypipe.proc import process_matches
-from drypipe.task_conf import TaskConf
+from drypipe.task_record import TaskRecord
 
 
 def _states(instance: Instance, pattern: str = "*") -> dict[str, str | None]:
@@ -28,12 +26,8 @@ def _states(instance: Instance, pattern: str = "*") -> dict[str, str | None]:
     }
 
 
-def _running_pid(instance: Instance, key: str) -> int | None:
-    try:
-        pid, start, *_ = (instance.control_dir(key) / "pid").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return int(pid) if process_matches(int(pid), start) else None
+force_option = click.option("--force", is_flag=True,
+                            help="Start the task even if an upstream task has not completed.")
 
 
 @cli.command()
@@ -73,11 +67,14 @@ def status(instance_dir, pattern, state_filter, generator):
 @task_key_option
 @click.option("--wait", is_flag=True, help="Run in the foreground and exit with the task's exit code.")
 @click.option("--tail", is_flag=True, help="Follow the task's out.log while it runs.")
+@force_option
 @click.option("--by-runner", is_flag=True, hidden=True)
 @click.option("--from-remote", is_flag=True, hidden=True)
 @click.option("--ssh-remote-dest", hidden=True)
-def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_dest):
-    """Run one task by hand (as its ./task script would), even with no orchestrator running."""
+def task(instance_dir, task_key, wait, tail, force, by_runner, from_remote, ssh_remote_dest):
+    """Run one task by hand (as its ./task script would), even with no orchestrator running.
+
+    It refuses to start while an upstream task has not completed (--force starts it anyway)."""
     instance = open_instance(instance_dir)
     if ssh_remote_dest:  # run it on that host instead (see `drypipe remote-exec`)
         from drypipe.cli.remote_commands import run_on_remote_dest
@@ -87,7 +84,7 @@ def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_
     if from_remote:  # started over ssh by an orchestrator: the task must outlive that session
         for name in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "SSH_AUTH_SOCK"):
             os.environ.pop(name, None)
-    _run_task_script(instance, task_key, [], wait, tail)
+    _run_task_script(instance, task_key, ["--force"] if force else [], wait, tail)
 
 
 @cli.command()
@@ -96,26 +93,25 @@ def task(instance_dir, task_key, wait, tail, by_runner, from_remote, ssh_remote_
 @click.option("--at-step", type=click.IntRange(min=0), help="Restart at this step (zero based).")
 @click.option("--reset", is_flag=True, help="Restart from the first step.")
 @click.option("--wait", is_flag=True, help="Wait for the task to complete before exiting.")
+@force_option
 @click.option("--from-remote", is_flag=True, hidden=True)
-def restart(instance_dir, task_key, at_step, reset, wait, from_remote):
+def restart(instance_dir, task_key, at_step, reset, wait, force, from_remote):
     """Restart a task at its last unsuccessful step (a completed task restarts from step 0)."""
     instance = open_instance(instance_dir)
-    control = instance.existing_control_dir(task_key)
-    state = st.read_state(str(control))
+    instance.existing_control_dir(task_key)
+    record = TaskRecord(instance.root, task_key)
+    state = record.state()
     if at_step is None:
         at_step = 0 if reset or state == st.COMPLETED else st.step_of(state)
-    try:
-        steps = len(json.loads((control / "task-conf.json").read_text())["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        steps = None  # the task script checks too
+    steps = record.step_count()  # None when unreadable: the task script checks too
     if steps is not None and at_step >= steps:
         raise UserError(f"task {task_key}: --at-step {at_step}: it has {steps} step(s), numbered from 0")
-    _run_task_script(instance, task_key, ["--at-step", str(at_step)], wait, False)
+    _run_task_script(instance, task_key, ["--at-step", str(at_step), *(["--force"] if force else [])], wait, False)
 
 
 def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, tail: bool) -> None:
     control = instance.existing_control_dir(key)
-    pid = _running_pid(instance, key)
+    pid = TaskRecord(instance.root, key).running_pid()
     if pid is not None:
         raise UserError(f"task {key} is already running (pid {pid}); `drypipe kill -k {key}` stops it")
     command = [str(control / "task"), *args]
@@ -146,7 +142,7 @@ def kill(instance_dir, pattern):
         return
     by_executor: dict[str, list[TaskRun]] = {}
     for key in running:
-        conf = TaskConf.from_dict(json.loads((instance.control_dir(key) / "task-conf.json").read_text())["task_conf"])
+        conf = TaskRecord(instance.root, key).task_conf()
         by_executor.setdefault(conf.executor_name(), []).append(TaskRun(key, instance.root, conf))
     context = ExecutorContext(instance.root)
     for name, runs in by_executor.items():

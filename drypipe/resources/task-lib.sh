@@ -11,7 +11,8 @@ done
 
 __usage() {
     cat <<USAGE
-usage: task [run] [--at-step N] [--wait]   run the task (in the foreground), from step N
+usage: task [run] [--at-step N] [--force] run the task (in the foreground), from step N;
+                                           --force: even if an upstream task has not completed
        task kill                           stop the running task (SIGTERM to its steps)
        task tail                           follow out.log and drypipe.log
        task ps                             show the task's processes
@@ -31,48 +32,94 @@ __current_state() {  # sets __state to the task's state ("" without a marker); n
     return 1
 }
 
-__transition() {  # atomic rename of the single state marker
+__transition() {  # atomic rename of the single state marker; logged only once it moved
     local old
     __current_state
     old=$__state
     if [[ -n $old ]]; then
-        [[ $old == "$1" ]] || mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"
+        if [[ $old != "$1" ]] && ! mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"; then
+            echo "drypipe: task $__task_key: cannot move state.$old to state.$1" >&2
+            return 1
+        fi
     else
-        : > "$__control_dir/state.$1"
+        : > "$__control_dir/state.$1" || return 1
     fi
     __log "state.$1${2:+ $2}"
 }
 
-__load_env() {
+__state_of() {  # sets __state to the state of task $1 of this instance ("none" without a marker)
+    local m
+    __state=none
+    for m in "$__pipeline_instance_dir/.drypipe/$1"/state.*; do
+        [[ -e $m && $m != *.tmp ]] && { __state=${m##*/state.}; return 0; }
+    done
+}
+
+__check_upstreams() {  # sets __env_error naming each upstream task that has not completed
+    local __u __bad=() __state
+    for __u in "${__upstream_keys[@]}"; do
+        [[ -e $__pipeline_instance_dir/.drypipe/$__u/state.completed ]] && continue
+        __state_of "$__u"
+        __bad+=("$__u ($__state)")
+    done
+    (( ${#__bad[@]} )) || return 0
+    __env_error="upstream task(s) not completed: ${__bad[*]}"
+    return 1
+}
+
+# Values longer than this (in characters) stay shell variables of the steps instead of
+# exported ones: the kernel refuses to start any program (even `mv`) whose environment holds
+# a string of 128 KiB.  Kept equal to EXPORT_LIMIT in task_record.py.
+__export_limit=32000
+
+__load_env() {  # sets __env_error and returns 1 when the task's environment cannot be loaded completely
+    local __env_complete=""
+    __env_error=""
     # shellcheck disable=SC1091
     source "$__control_dir/task-env.sh"
+    if [[ -z $__env_complete ]]; then
+        __env_error=${__env_error:-"$__control_dir/task-env.sh is incomplete or unreadable (regenerate it with drypipe run or drypipe prepare)"}
+        return 1
+    fi
     local __v
     for __v in "${__output_var_names[@]}"; do unset "$__v"; done
     if [[ -f $__control_dir/output_vars.sh ]]; then
         # shellcheck disable=SC1091
-        source "$__control_dir/output_vars.sh"
+        source "$__control_dir/output_vars.sh" || { __env_error="cannot read $__control_dir/output_vars.sh"; return 1; }
     fi
 }
 
 __upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output variable of an upstream task
     local file="$__pipeline_instance_dir/.drypipe/$2/output_vars.sh" value
     if [[ ! -f $file ]]; then
-        echo "drypipe: task $__task_key: upstream task $2 has no output variables (is it completed?)" >&2
+        __env_error="upstream task $2 has no output variables ($file is missing)"
         return 1
     fi
-    value=$(unset "$3"; source "$file"; printf '%sx' "${!3-}")
+    value=$(unset "$3"; source "$file" || exit 1; [[ -v $3 ]] || exit 3; printf '%sx' "${!3}")
+    case $? in
+        0) ;;
+        3) __env_error="upstream task $2 did not record output variable $3 (in $file)"; return 1 ;;
+        *) __env_error="cannot read $file"; return 1 ;;
+    esac
     printf -v "$1" '%s' "${value%x}"
-    export "${1?}"
+    (( ${#value} <= __export_limit )) && export "${1?}"
+    return 0
 }
 
 __save_output_vars() {  # record the declared output variables set by a bash step
-    local __v __tmp="$__control_dir/.output_vars.sh.tmp"
+    local __v __value __tmp="$__control_dir/.output_vars.sh.tmp"
     (( ${#__output_var_names[@]} )) || return 0
     {
         for __v in "${__output_var_names[@]}"; do
-            if [[ -v $__v ]]; then printf 'export %s=%q\n' "$__v" "${!__v}"; fi
+            [[ -v $__v ]] || continue
+            __value=${!__v}
+            (( ${#__value} <= __export_limit )) && printf 'export '
+            printf '%s=%q\n' "$__v" "$__value"
         done
-    } > "$__tmp" && mv -f -- "$__tmp" "$__control_dir/output_vars.sh"
+    } > "$__tmp" || return 1
+    # The step may have exported a value too large for the environment of `mv`.
+    for __v in "${__output_var_names[@]}"; do export -n "$__v" 2>/dev/null; done
+    mv -f -- "$__tmp" "$__control_dir/output_vars.sh"
 }
 
 __json_string() {  # sets __json to a JSON string literal of $1 (UTF-8 passes through), without forks
@@ -203,11 +250,18 @@ __check_inputs() {  # the input files of upstream tasks exist (a completed task'
     return 1
 }
 
+__refuse_start() {  # __refuse_start STEP: the task cannot start (its inputs are not all there)
+    __current_state
+    echo "drypipe: task $__task_key: $__env_error" >&2
+    if [[ $__state == launched ]]; then  # handed over by an orchestrator or sbatch: record why
+        __transition "failed.$1" "$__env_error"
+        echo "drypipe: task $__task_key: $__env_error" >> "$__control_dir/out.log"
+    fi
+    exit 1
+}
+
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
-    local __start=$1 __step __rc __state __f __missing=() __reason
-    __load_env
-    [[ -d $__task_output_dir && -d $__scratch_dir ]] || mkdir -p "$__task_output_dir" "$__scratch_dir"
-    __write_pid
+    local __start=$1 __force=$2 __step __rc __state __f __missing=() __reason __env_error=""
     if [[ -z $__start ]]; then
         __current_state
         case $__state in
@@ -215,6 +269,13 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             *) __start=0 ;;
         esac
     fi
+    if [[ -z $__force ]] && ! __check_upstreams; then
+        __env_error+=" (drypipe run starts it when they have; ./task --force runs it anyway)"
+        __refuse_start "$__start"
+    fi
+    __load_env || __refuse_start "$__start"
+    [[ -d $__task_output_dir && -d $__scratch_dir ]] || mkdir -p "$__task_output_dir" "$__scratch_dir"
+    __write_pid
     __check_inputs "$__start" || exit 1
     __signalled=""
     trap '__on_signal killed SIGTERM' TERM
@@ -224,7 +285,8 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     cd "$__task_output_dir" || exit 1
     for ((__step = __start; __step < __step_count; __step++)); do
         __transition "step-started.$__step"
-        ( __load_env; __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
+        ( __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
+          __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
         __child=$!
         while :; do
             wait "$__child"; __rc=$?
@@ -295,12 +357,13 @@ __kill() {
 }
 
 __main() {
-    local cmd=run at_step="" step_only=""
+    local cmd=run at_step="" step_only="" force=""
     while (($#)); do
         case $1 in
             run|kill|tail|ps) cmd=$1 ;;
             --at-step) at_step=${2:?--at-step needs a step number}; shift ;;
             --step-only) step_only=${2:?}; shift ;;
+            --force) force=1 ;;
             --wait|--by-runner) ;;
             -h|--help) __usage; return 0 ;;
             *) echo "task $__task_key: unknown argument '$1'" >&2; __usage >&2; return 2 ;;
@@ -317,12 +380,13 @@ __main() {
             ;;
         run)
             if [[ -n $step_only ]]; then
-                __load_env; __run_step "$step_only"
+                __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; return 1; }
+                __run_step "$step_only"
             elif [[ -n $at_step && ! ( $at_step =~ ^[0-9]+$ && 10#$at_step -lt __step_count ) ]]; then
                 echo "task $__task_key: --at-step $at_step: the task has steps 0 to $((__step_count - 1))" >&2
                 return 2
             else
-                __run "$at_step"
+                __run "$at_step" "$force"
             fi
             ;;
     esac

@@ -13,17 +13,22 @@ from tests.helpers import REPO, wait_until, write_module  # noqa: F401  (re-expo
 
 # `$__task_key` appended to runs.log when a task's step starts: a task run twice shows twice.
 LOG_RUN = 'echo "$__task_key" >> "$__pipeline_instance_dir/runs.log"\n'
+# ... and to done.log as the last command of its last step: a start may repeat when a step was
+# killed, a finish must not.  A failed write fails the step, so no finish goes unrecorded.
+LOG_DONE = 'echo "$__task_key" >> "$__pipeline_instance_dir/done.log" || exit 1\n'
 
 
 def cli_env(cwd: Path, extra: dict | None = None) -> dict:
     return {**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{REPO}", **(extra or {})}
 
 
-def start_run(cwd: Path, *args: str, env: dict | None = None, log: Path | None = None) -> subprocess.Popen:
-    """`drypipe ARGS` in the background; output to `log` (a file: nothing can block on a pipe)."""
+def start_run(cwd: Path, *args: str, env: dict | None = None, log: Path | None = None,
+              prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`drypipe ARGS` in the background; output to `log` (a file: nothing can block on a pipe).
+    `prefix` runs it under another command (`strace ...`)."""
     out = open(log or cwd / f"run-{time.monotonic_ns()}.log", "wb")
     try:
-        return subprocess.Popen([sys.executable, "-m", "drypipe", *args], cwd=cwd, env=cli_env(cwd, env),
+        return subprocess.Popen([*prefix, sys.executable, "-m", "drypipe", *args], cwd=cwd, env=cli_env(cwd, env),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     finally:
         out.close()
@@ -49,8 +54,9 @@ def states(instance: Path) -> dict[str, str]:
     return {k: m[0][len("state."):] for k, m in found.items()}
 
 
-def run_counts(instance: Path) -> Counter:
-    path = instance / "runs.log"
+def run_counts(instance: Path, log: str = "runs.log") -> Counter:
+    """How many times each task key was appended to `log` (LOG_RUN: runs.log, when a step starts)."""
+    path = instance / log
     return Counter(path.read_text().split()) if path.exists() else Counter()
 
 

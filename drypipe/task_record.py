@@ -1,0 +1,260 @@
+"""The task record: the one owner of the files of `.drypipe/<key>/` (the bash half is
+`resources/task-lib.sh`).
+
+Every file of a control directory is read and written here, and every transition writes
+them in an order that is safe at every crash point (docs/instance.md has the table).  The
+rules the order follows:
+
+- the state marker is the truth; every other file is trusted only as far as the marker says
+  (a `signature` describes the outputs only while the marker is `completed`);
+- a transition that invalidates a result moves the marker out of `completed` *before* it
+  touches the result (outputs, output variables, signature), and one that produces a result
+  writes the result *before* the marker moves to `completed`;
+- files a reader may see at any time are replaced atomically (write a temporary name, rename).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from drypipe import state as st
+from drypipe.errors import UserError
+from drypipe.instance import DRYPIPE_DIR, OUTPUT_DIR, write_atomic, write_new
+
+CONF_FILE = "task-conf.json"
+SCRIPT_FILE = "task"
+ENV_FILE = "task-env.sh"
+PID_FILE = "pid"
+LOG_FILE = "drypipe.log"
+OUT_LOG_FILE = "out.log"
+OUTPUT_VARS_FILE = "output_vars"  # JSON, for Python readers
+OUTPUT_VARS_SH_FILE = "output_vars.sh"  # bash, sourced by downstream tasks
+SIGNATURE_FILE = "signature"
+CACHED_FILE = "cached"
+
+_END_EVENTS = ("state.completed", "state.failed", "state.killed", "state.timed-out", "state.lost")
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """`pid` file: who runs the task.  `valid` False: empty or garbage (a write cut short)."""
+
+    pid: int = 0
+    start_time: str = "0"
+    host: str | None = None
+    valid: bool = True
+
+
+class TaskRecord:
+    """The files of one task of an instance."""
+
+    def __init__(self, instance_root: str | os.PathLike, key: str):
+        self.instance_root = Path(instance_root)
+        self.key = key
+        self.control_dir = self.instance_root / DRYPIPE_DIR / key
+        self.output_dir = self.instance_root / OUTPUT_DIR / key
+
+    def path(self, name: str) -> Path:
+        return self.control_dir / name
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> str | None:
+        return st.read_state(str(self.control_dir))
+
+    def move(self, old: str | None, new: str) -> bool:
+        """Rename the marker (create it when `old` is None); False if it is no longer `old`."""
+        return st.transition(str(self.control_dir), old, new)
+
+    # -- definition ------------------------------------------------------------------------
+
+    def conf_document(self) -> dict[str, Any]:
+        """task-conf.json, or a UserError naming the task and the file."""
+        path = self.path(CONF_FILE)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            return doc
+        except (OSError, ValueError) as e:
+            raise UserError(f"task {self.key}: unreadable {path}: {e}") from e
+
+    def conf_digest(self) -> str | None:
+        """The digest of the definition on disk (None when missing or unreadable)."""
+        try:
+            return self.conf_document().get("digest")
+        except UserError:
+            return None
+
+    def task_conf(self):  # -> TaskConf (imported late: task_conf imports the executors' registry)
+        from drypipe.task_conf import TaskConf
+
+        path = self.path(CONF_FILE)
+        doc = self.conf_document()
+        try:
+            return TaskConf.from_dict(doc["task_conf"])
+        except KeyError as e:
+            raise UserError(f"task {self.key}: unreadable {path}: no field {e}") from e
+        except (ValueError, TypeError, AttributeError, UserError) as e:
+            raise UserError(f"task {self.key}: unreadable {path}: {e}") from e
+
+    def step_count(self) -> int | None:
+        try:
+            return len(self.conf_document()["steps"])
+        except (UserError, KeyError, TypeError):
+            return None
+
+    # -- who runs it -----------------------------------------------------------------------
+
+    def pid(self) -> PidRecord | None:
+        """The pid file, None when there is none."""
+        try:
+            fields = self.path(PID_FILE).read_text(encoding="utf-8", errors="replace").split()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return PidRecord(valid=False)
+        if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit() or int(fields[0]) <= 0:
+            return PidRecord(valid=False)
+        return PidRecord(int(fields[0]), fields[1], fields[2] if len(fields) > 2 else None)
+
+    def running_pid(self) -> int | None:
+        """The pid of the task's live process on this host, if any."""
+        from drypipe.proc import process_matches
+
+        record = self.pid()
+        if record is None or not record.valid:
+            return None
+        return record.pid if process_matches(record.pid, record.start_time) else None
+
+    def write_pid(self, pid: int, start_time: str, host: str) -> None:
+        write_atomic(self.path(PID_FILE), f"{pid} {start_time} {host}\n")
+
+    # -- claim: the orchestrator hands the task to an executor -----------------------------
+
+    def claim(self, old: str | None) -> bool:
+        """Move the marker to `launched`.  The pid file of an earlier run goes first: a crash
+        between the two leaves the task as it was; one after leaves `launched` with no pid,
+        which the next run reads as "never started" and launches again."""
+        try:
+            os.unlink(self.path(PID_FILE))
+        except FileNotFoundError:
+            pass
+        return self.move(old, st.LAUNCHED)
+
+    def unclaim(self, back_to: str | None) -> None:
+        """Undo a claim whose launch did not happen (the backend refused it)."""
+        self.move(st.LAUNCHED, back_to or st.READY)
+
+    # -- drypipe.log -----------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        """One line in drypipe.log: ISO time, epoch time, event."""
+        with open(self.path(LOG_FILE), "a", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {time.time():.6f} {message}\n")
+
+    def log_events(self) -> Iterator[tuple[float, str]]:
+        """(epoch time, event) for each well-formed line of drypipe.log."""
+        try:
+            with open(self.path(LOG_FILE), encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parts = line.rstrip("\n").split(" ", 2)
+                    if len(parts) < 3:
+                        continue
+                    try:
+                        yield float(parts[1]), parts[2]
+                    except ValueError:
+                        continue
+        except FileNotFoundError:
+            return
+
+    def tail(self, lines: int = 5, name: str = OUT_LOG_FILE) -> list[str]:
+        try:
+            with open(self.path(name), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 8192))
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return []
+        return text.splitlines()[-lines:]
+
+    def failure_reason(self) -> str | None:
+        """The last end-of-run line of drypipe.log, e.g. 'state.failed.0 exit code 3'."""
+        for line in reversed(self.tail(20, LOG_FILE)):
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[2].startswith(_END_EVENTS[1:]):
+                return parts[2]
+        return None
+
+    # -- results ---------------------------------------------------------------------------
+
+    def output_vars(self) -> dict[str, str]:
+        """The output variables the task recorded ({} when none); bytes that are not UTF-8
+        (a bash step may export anything) arrive as U+FFFD rather than stop the reader."""
+        try:
+            raw = self.path(OUTPUT_VARS_FILE).read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            values = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError as e:
+            raise UserError(f"task {self.key}: unreadable {self.path(OUTPUT_VARS_FILE)}: {e}") from e
+        return {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
+
+    def write_output_vars(self, values: dict[str, str]) -> None:
+        """Both forms the task runtime uses: bash for downstream tasks, and JSON."""
+        from drypipe.task_script import write_output_vars
+
+        write_output_vars(self.control_dir, values)
+
+    def signature_record(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path(SIGNATURE_FILE), encoding="utf-8") as f:
+                record = json.load(f)
+            return record if isinstance(record, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def write_signature_record(self, record: dict[str, Any], fresh: bool = False) -> None:
+        """`fresh`: the task has no marker yet, so no reader trusts the file (see write_new)."""
+        write = write_new if fresh else write_atomic
+        write(self.path(SIGNATURE_FILE), json.dumps(record, sort_keys=True) + "\n")
+
+    def cached_from(self) -> str | None:
+        try:
+            return self.path(CACHED_FILE).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def mark_cached(self, url: str, signature: str) -> None:
+        write_atomic(self.path(CACHED_FILE), f"{url} {signature}\n")
+
+    def clear_results(self) -> None:
+        """Remove what a run produced (outputs, output variables, cache mark), before the task
+        runs again from its first step.  The caller has moved the marker out of `completed`
+        first.  The output dir is renamed aside before it is deleted, so a crash leaves either
+        the whole old dir (deleted next time) or none of it, never a mix with new files."""
+        for name in (CACHED_FILE, OUTPUT_VARS_FILE, OUTPUT_VARS_SH_FILE):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                pass
+        if self.output_dir.exists():
+            aside = self.output_dir.parent / f".{self.key}.old-{uuid.uuid4().hex[:8]}.tmp"
+            os.rename(self.output_dir, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def upstream_keys_on_disk(record: TaskRecord) -> list[str]:
+    """The upstream keys a task's definition on disk names (empty when unreadable)."""
+    try:
+        keys = record.conf_document().get("upstream_keys") or []
+    except UserError:
+        return []
+    return [k for k in keys if isinstance(k, str)]

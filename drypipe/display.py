@@ -24,7 +24,7 @@ import click
 
 from drypipe import state as st
 from drypipe.instance import Instance
-from drypipe.task_info import failure_reason, log_tail
+from drypipe.task_record import TaskRecord
 
 if TYPE_CHECKING:
     from drypipe.scheduler import RunSummary, Scheduler
@@ -41,7 +41,7 @@ def clean(text: str) -> str:
 
 def failure_text(instance: Instance, key: str, state: str | None) -> str:
     """`failed.0 (exit code 3)`: the state and the reason drypipe.log gives for it."""
-    reason = failure_reason(instance, key)
+    reason = TaskRecord(instance.root, key).failure_reason()
     if not reason:
         return state or "none"
     marker, _, detail = reason.partition(" ")
@@ -164,7 +164,7 @@ class Progress:
                 self.finished_here += 1
         if st.is_failure(new):
             reason = failure_text(self.instance, key, new)
-            tail = [clean(line) for line in log_tail(self.instance, key, 3)]
+            tail = [clean(line) for line in TaskRecord(self.instance.root, key).tail(3)]
             with self.lock:
                 self.failures.append((key, reason, tail))
 
@@ -225,7 +225,7 @@ class RunDisplay:
         for key in summary.failed:
             reason = failure_text(self.instance, key, summary.states[key])
             click.echo(f"FAILED {key}: {reason}; log: {self.instance.control_dir(key) / 'out.log'}", err=True)
-            for line in log_tail(self.instance, key):
+            for line in TaskRecord(self.instance.root, key).tail():
                 click.echo(f"    {clean(line)}", err=True)
         for key, upstreams in sorted(summary.blocked.items())[:20]:
             click.echo(f"waiting {key}: upstream not completed: {', '.join(upstreams)}", err=True)
@@ -273,7 +273,7 @@ class JsonDisplay(RunDisplay):
             "counts": {g: counts[g] for g in GROUPS}, "total": total,
         }
         if st.is_failure(new):
-            event["reason"] = failure_reason(self.instance, key)
+            event["reason"] = TaskRecord(self.instance.root, key).failure_reason()
             event["log"] = str(self.instance.control_dir(key) / "out.log")
         click.echo(json.dumps(event))
 
@@ -281,7 +281,7 @@ class JsonDisplay(RunDisplay):
         click.echo(json.dumps({
             "event": "summary", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 3),
             "tasks": len(summary.states), "counts": summary.counts(), "succeeded": summary.succeeded,
-            "failed": {k: {"state": summary.states[k], "reason": failure_reason(self.instance, k),
+            "failed": {k: {"state": summary.states[k], "reason": TaskRecord(self.instance.root, k).failure_reason(),
                            "log": str(self.instance.control_dir(k) / "out.log")} for k in summary.failed},
             "blocked": summary.blocked, "unsatisfied_waits": summary.unsatisfied_waits, "notes": notes,
         }))

@@ -16,7 +16,7 @@ from drypipe import state as st
 from drypipe.display import executor_of, natural_key
 from drypipe.graph import numbered_pattern
 from drypipe.instance import Instance
-from drypipe.task_info import task_timing
+from drypipe.task_record import TaskRecord
 
 
 
@@ -50,7 +50,7 @@ def collect(instance: Instance, pattern: str = "*", keys: list[str] | None = Non
         keys = sorted((k for k in instance.task_keys() if fnmatch.fnmatchcase(k, pattern)), key=natural_key)
     times = []
     for key in keys:
-        timing = task_timing(instance, key)
+        timing = TaskRecord(instance.root, key).timing()
         started, ended, cpu = timing.started, timing.ended, timing.cpu
         state = st.read_state(str(instance.control_dir(key)))
         times.append(TaskTime(key, state, _executor(instance, key), started, ended, cpu))

@@ -27,8 +27,7 @@ from drypipe.instance import Instance
 from drypipe.task import Task
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import CONF_FILE, TaskRecord, upstream_keys_on_disk
-from drypipe.task import read_output_vars
-from drypipe.task_script import task_conf_document, task_files_current, write_output_vars, write_task_files, write_task_lib
+from drypipe.task_script import task_conf_document, task_files_current, write_task_files, write_task_lib
 
 log = logging.getLogger("drypipe")
 
@@ -404,9 +403,9 @@ class Scheduler:
 
     def _record_outcome(self, key: str, new: str) -> None:
         """Record the output digests of a task that ran, and publish it to the shared cache."""
-        control = self.instance.control_dir(key)
-        output_dir = self.instance.output_dir(key)
-        record = sig.read_record(control) or self.signer.record(key)
+        record = self._record(key)
+        output_dir = record.output_dir
+        signed = record.signature_record() or self.signer.record(key)
         files: dict[str, str] = {}
         if new == st.COMPLETED:
             for spec in self.signer.docs[key]["outputs"]:
@@ -416,40 +415,43 @@ class Scheduler:
                 for path in sorted(output_dir.glob(pattern)):
                     if path.is_file():
                         files[str(path.relative_to(output_dir))] = self.digests.digest(path)
-            record["outputs"] = files
-            sig.write_record(control, record)
+            signed["outputs"] = files
+            record.write_signature_record(signed)
         if self.cache is not None:
             status = "completed" if new == st.COMPLETED else "failed"
             try:
-                self.cache.publish(record["signature"], key, status, read_output_vars(str(control)), files, output_dir)
+                self.cache.publish(signed["signature"], key, status, record.output_vars(), files, output_dir)
             except (OSError, ValueError) as e:  # ValueError: a signature record that is not a signature
                 log.warning("task %s: could not publish to cache %s: %s", key, self.cache.url, e)
 
     def _restore_from_cache(self, key: str) -> bool:
-        """Complete (or fail) a ready task from the shared cache instead of running it."""
+        """Complete (or fail) a ready task from the shared cache instead of running it: the
+        results first, the marker last (a crash before it leaves a ready task, restored again)."""
         signature = self.signer.signature(key)
         manifest = self.cache.usable_manifest(signature, key, self.signer.docs[key]["outputs"])  # checked: untrusted
         if manifest is None:
             return False
-        control = self.instance.control_dir(key)
+        record = self._record(key)
         if manifest.get("status") == "failed":
             if self.options.cache_policy.delete_failing:
                 self.cache.delete(signature)
             if self.options.cache_policy.rerun_failing or self.options.cache_policy.delete_failing:
                 return False
             new = "failed.0"
-            _append_log_line(control, f"state.{new} failed before with the same signature (from cache {self.cache.url}; --rerun-failing runs it again)")
+            message = (f"state.{new} failed before with the same signature "
+                       f"(from cache {self.cache.url}; --rerun-failing runs it again)")
         else:
-            if not self.cache.restore(signature, manifest, self.instance.output_dir(key)):
+            if not self.cache.restore(signature, manifest, record.output_dir):
                 return False
-            write_output_vars(control, manifest.get("output_vars", {}))
-            record = self.signer.record(key)
-            record["outputs"] = manifest["files"]
-            sig.write_record(control, record)
-            (control / "cached").write_text(f"{self.cache.url} {signature}\n")
+            record.write_output_vars(manifest.get("output_vars", {}))
+            signed = self.signer.record(key)
+            signed["outputs"] = manifest["files"]
+            record.write_signature_record(signed)
+            record.mark_cached(self.cache.url, signature)
             new = st.COMPLETED
-            _append_log_line(control, f"state.completed from cache {self.cache.url}")
-        if st.transition(str(control), self.states.get(key), new):
+            message = f"state.completed from cache {self.cache.url}"
+        if record.move(self.states.get(key), new):
+            record.log(message)
             self._unready(key)
             self.from_cache.add(key)
             self._on_state(key, new)
@@ -505,7 +507,7 @@ class Scheduler:
             return True
         new = st.LOST if liveness.outcome == st.LOST else f"{liveness.outcome}.{st.step_of(marker)}"
         if record.move(marker, new):
-            record.log(f"state.{new} {liveness.reason or ''}".rstrip() + " (recorded by the orchestrator)")
+            record.log(f"state.{new} {liveness.reason or ''}".rstrip(), by="the orchestrator")
             log.warning("task %s: %s (%s)", key, new, liveness.reason)
             self._on_state(key, new)
         else:
@@ -641,9 +643,3 @@ def _remove_leftover(path: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
-
-
-def _append_log_line(control_dir, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with open(control_dir / "drypipe.log", "a") as f:
-        f.write(f"{stamp} {time.time():.6f} {message}\n")

@@ -10,10 +10,6 @@ import os
 from typing import Any, Callable
 
 from drypipe.digests import DigestCache
-from drypipe.instance import write_atomic, write_new
-
-SIGNATURE_FILE = "signature"
-
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -61,20 +57,6 @@ def ingredients(
 
 def signature_of(parts: dict[str, str]) -> str:
     return _sha(json.dumps(parts, sort_keys=True))
-
-
-def read_record(control_dir: str | os.PathLike) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(control_dir, SIGNATURE_FILE), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_record(control_dir: str | os.PathLike, record: dict[str, Any], fresh: bool = False) -> None:
-    """Record a task's signature; `fresh` as in task_script.write_task_files."""
-    write = write_new if fresh else write_atomic
-    write(os.path.join(control_dir, SIGNATURE_FILE), json.dumps(record, sort_keys=True) + "\n")
 
 
 def differences(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:

@@ -12,8 +12,9 @@ import click
 
 from drypipe import state as st
 from drypipe.display import clean, columns, executor_of, failure_text, natural_key
+from drypipe.errors import UserError
 from drypipe.instance import Instance
-from drypipe.task_info import log_tail, task_timing
+from drypipe.task_record import TaskRecord
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
@@ -57,42 +58,40 @@ class Row:
         return state_group(self.state) == state_filter or self.state == state_filter
 
 
-def _executor_and_job(instance: Instance, key: str) -> tuple[str, str]:
-    control = instance.control_dir(key)
+def _executor_and_job(record: TaskRecord) -> tuple[str, str]:
     try:
-        executor = executor_of(json.loads((control / "task-conf.json").read_text())["task_conf"])
-    except (OSError, ValueError, KeyError, AttributeError):
+        executor = executor_of(record.conf_document()["task_conf"])
+    except (UserError, KeyError, AttributeError, TypeError):
         executor = "?"
-    return executor, _job_id(control)
+    return executor, _job_id(record)
 
 
-def _job_id(control) -> str:
+def _job_id(record: TaskRecord) -> str:
     """What identifies the task's process or job: a Slurm job id, a Dendro job id, the host
     (and job) of an ssh task, or a local pid."""
     try:
-        return (control / "slurm_job_id").read_text().split()[0]
+        return record.path("slurm_job_id").read_text().split()[0]
     except (OSError, IndexError):
         pass
     for name in ("dendro_job", "ssh_launch"):  # JSON records of those executors
         try:
-            record = json.loads((control / name).read_text())
+            handle = json.loads(record.path(name).read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict):
-            host, job = record.get("host"), record.get("job_id")
+        if isinstance(handle, dict):
+            host, job = handle.get("host"), handle.get("job_id")
             return ":".join(str(p) for p in (host, job) if p) or "?"
-    try:
-        return (control / "pid").read_text().split()[0]
-    except (OSError, IndexError):
-        return ""
+    pid = record.pid()
+    return str(pid.pid) if pid is not None and pid.valid else ""
 
 
 def rows(instance: Instance, states: dict[str, str | None], stale: set[str] = frozenset()) -> list[Row]:
     result = []
     for key, state in sorted(states.items(), key=lambda item: natural_key(item[0])):
-        executor, job = _executor_and_job(instance, key)
-        seconds = task_timing(instance, key).seconds if state not in (None, st.WAITING, st.READY) else None
-        cached = state == st.COMPLETED and (instance.control_dir(key) / "cached").exists()
+        record = TaskRecord(instance.root, key)
+        executor, job = _executor_and_job(record)
+        seconds = record.timing().seconds if state not in (None, st.WAITING, st.READY) else None
+        cached = state == st.COMPLETED and record.cached_from() is not None
         result.append(Row(key, state, executor, job, seconds, key in stale, cached))
     return result
 
@@ -146,6 +145,6 @@ def print_status(instance: Instance, states: dict[str, str | None], state_filter
     for r in shown:
         if st.is_failure(r.state):
             click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {instance.control_dir(r.key) / 'out.log'}")
-            for line in log_tail(instance, r.key):
+            for line in TaskRecord(instance.root, r.key).tail():
                 click.echo(f"    {clean(line)}")
     return exit_code(all_rows)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import inspect
-import json
 import os
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from drypipe.digests import stat_file_to_digest
 from drypipe.errors import UserError, check_type, text_problem
 from drypipe.task_conf import TaskConf
+from drypipe.task_record import TaskRecord
 from drypipe.values import (
     File,
     FileHandle,
@@ -35,7 +35,6 @@ from drypipe.values import (
 if TYPE_CHECKING:
     from drypipe.dsl import DSL
 
-OUTPUT_VARS_FILE = "output_vars"
 
 
 class Task:
@@ -81,7 +80,7 @@ class Task:
         decl = self.output_decls[name]
         instance_dir = self.dsl.instance_dir
         if isinstance(decl, Var):
-            values = read_output_vars(os.path.join(instance_dir, ".drypipe", self.key))
+            values = TaskRecord(instance_dir, self.key).output_vars()
             if name not in values:
                 raise UserError(f"task {self.key!r} completed without setting output variable {name!r}")
             return parse_var(values[name], type_name(decl.type))
@@ -91,14 +90,6 @@ class Task:
         return [
             FileHandle(instance_dir, os.path.relpath(p, instance_dir)) for p in sorted(glob.glob(pattern))
         ]
-
-
-def read_output_vars(control_dir: str) -> dict[str, str]:
-    try:
-        with open(os.path.join(control_dir, OUTPUT_VARS_FILE), encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
 
 
 def _output_spec(name: str, decl: Var | File | FileSet) -> dict[str, Any]:

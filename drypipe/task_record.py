@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -41,6 +42,31 @@ CACHED_FILE = "cached"
 _END_EVENTS = ("state.completed", "state.failed", "state.killed", "state.timed-out", "state.lost")
 
 
+@dataclass
+class Timing:
+    key: str
+    started: float | None  # epoch seconds of the last run's first step
+    ended: float | None
+    cpu: float | None = None  # user + system seconds of the steps, when the task runtime recorded them
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return max(0.0, self.ended - self.started)
+
+
+_BASH_TIME = re.compile(r"^(?:(\d+)m)?([\d.,]+)s$")
+
+
+def _bash_seconds(text: str) -> float:
+    """`1m2.500s` (bash `times` format) -> 62.5."""
+    m = _BASH_TIME.match(text.strip())
+    if not m:
+        raise ValueError(text)
+    return int(m.group(1) or 0) * 60 + float(m.group(2).replace(",", "."))
+
+
 @dataclass(frozen=True)
 class PidRecord:
     """`pid` file: who runs the task.  `valid` False: empty or garbage (a write cut short)."""
@@ -59,6 +85,12 @@ class TaskRecord:
         self.key = key
         self.control_dir = self.instance_root / DRYPIPE_DIR / key
         self.output_dir = self.instance_root / OUTPUT_DIR / key
+
+    @classmethod
+    def at(cls, control_dir: str | os.PathLike) -> "TaskRecord":
+        """The record of the task whose control dir is `control_dir`."""
+        control = Path(control_dir)
+        return cls(control.parent.parent, control.name)
 
     def path(self, name: str) -> Path:
         return self.control_dir / name
@@ -154,10 +186,14 @@ class TaskRecord:
 
     # -- drypipe.log -----------------------------------------------------------------------
 
-    def log(self, message: str) -> None:
-        """One line in drypipe.log: ISO time, epoch time, event."""
+    def log(self, message: str, when: float | None = None, by: str | None = None) -> None:
+        """One line in drypipe.log: ISO time, epoch time, event (`when`: epoch time, default
+        now; `by`: who recorded it, when not the task itself)."""
+        when = time.time() if when is None else when
+        message = f"{message} (recorded by {by})" if by else message
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
         with open(self.path(LOG_FILE), "a", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {time.time():.6f} {message}\n")
+            f.write(f"{stamp} {when:.6f} {message}\n")
 
     def log_events(self) -> Iterator[tuple[float, str]]:
         """(epoch time, event) for each well-formed line of drypipe.log."""
@@ -173,6 +209,21 @@ class TaskRecord:
                         continue
         except FileNotFoundError:
             return
+
+    def timing(self) -> Timing:
+        """Start, end and CPU time of the task's last run, from its drypipe.log."""
+        started = ended = cpu = None
+        for stamp, event in self.log_events():
+            if event.startswith("state.step-started.") and (started is None or ended is not None):
+                started, ended, cpu = stamp, None, None
+            elif event.startswith(_END_EVENTS):
+                ended = stamp
+            elif event.startswith("cpu "):  # `cpu <user> <system>` written by the task runtime
+                try:
+                    cpu = (cpu or 0.0) + sum(_bash_seconds(t) for t in event.split()[1:3])
+                except ValueError:
+                    pass
+        return Timing(self.key, started, ended, cpu)
 
     def tail(self, lines: int = 5, name: str = OUT_LOG_FILE) -> list[str]:
         try:

@@ -50,10 +50,10 @@ def path_problem(path: object, output: bool, glob: bool = False) -> str | None:
     if problem:
         return f"{path!r} {problem}"
     names_a_file = path.rpartition("/")[2] not in ("", ".", "..")
-    if output:
-        if not names_a_file or not is_inside_relative_path(posixpath.normpath(path)):
+    if output:  # one name (no "/") that names a file is inside: the common case, kept fast
+        if not names_a_file or ("/" in path and not is_inside_relative_path(posixpath.normpath(path))):
             return f"must be a relative path inside the task's output dir, got {path!r}"
-        if glob and any("**" in part and part != "**" for part in path.split("/")):
+        if glob and "**" in path and any("**" in part and part != "**" for part in path.split("/")):
             return f"must use '**' only as a whole path component (like 'a/**/b.txt'), got {path!r}"
     elif not names_a_file:
         return f"must name a file, got {path!r}"

@@ -45,7 +45,7 @@ from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.instance import Instance, write_atomic
 from drypipe.task_conf import TaskConf
-from drypipe.task_script import write_output_vars
+from drypipe.task_record import TaskRecord
 from drypipe.values import format_var, parse_var
 from executors.dendro_jobs import (
     FAILED_STATUSES,
@@ -55,13 +55,12 @@ from executors.dendro_jobs import (
     Mapper,
     NotReady,
     Settings,
-    append_log,
-    current_signature,
     read_record,
     settings_of,
     write_record,
 )
 
+DENDRO = "the dendro executor"
 log = logging.getLogger("drypipe.dendro")
 
 _CALL_MARKER = "# Dendro job: app "
@@ -186,7 +185,7 @@ class DendroExecutor(Executor):
             return None if record.get("status") in FAILED_STATUSES else record
         control = self._control(key)
         record = read_record(control)
-        if record is None or record.get("signature") != current_signature(control):
+        if record is None or record.get("signature") != (TaskRecord.at(control).signature_record() or {}).get("signature"):
             return None
         state = st.read_state(str(control))
         if st.is_in_flight(state) and record.get("status") not in FAILED_STATUSES:
@@ -239,13 +238,13 @@ class DendroExecutor(Executor):
         if (record is not None and record.get("definition_hash") == definition_hash
                 and record.get("service") == settings.service and record.get("api_url") == settings.api_url
                 and record.get("status") not in FAILED_STATUSES):
-            record["signature"] = current_signature(control)
+            record["signature"] = (TaskRecord.at(control).signature_record() or {}).get("signature")
             write_record(control, record)
             self._current[key] = record
             if not ahead:
                 self._ahead_jobs().pop(record["job_id"], None)
                 log.info("task %s: adopted dendro job %s", key, record["job_id"])
-                append_log(control, f"dendro job {record['job_id']} adopted (submitted {record.get('submitted')})")
+                TaskRecord.at(control).log(f"dendro job {record['job_id']} adopted (submitted {record.get('submitted')})", by=DENDRO)
             return record
         # A task launched again after its job failed asks for a new job (else the service
         # returns the failed one from its cache).
@@ -265,7 +264,7 @@ class DendroExecutor(Executor):
             "job_id": job.jobId, "api_url": settings.api_url, "service": settings.service,
             "app": settings.app, "processor": settings.processor,
             "definition_hash": definition_hash, "service_hash": job.jobDefinitionHash,
-            "signature": current_signature(control), "cache_hit": cache_hit,
+            "signature": (TaskRecord.at(control).signature_record() or {}).get("signature"), "cache_hit": cache_hit,
             "submitted": "ahead" if ahead else "launch", "submitted_at": started, "status": job.status,
             "outputs": {r.name: r.url for r in job.outputFileResults}, "console_url": job.consoleOutputUrl,
             "job_url": job.job_url, "dependencies": job.jobDependencies,
@@ -276,7 +275,7 @@ class DendroExecutor(Executor):
             self._ahead_jobs()[job.jobId] = key
         what = "found in the Dendro cache" if cache_hit else "submitted"
         log.info("task %s: dendro job %s %s%s (%s)", key, job.jobId, what, " ahead" if ahead else "", job.status)
-        append_log(control, f"dendro job {job.jobId} {what}{' ahead of its upstream' if ahead else ''}: {job.status}")
+        TaskRecord.at(control).log(f"dendro job {job.jobId} {what}{' ahead of its upstream' if ahead else ''}: {job.status}", by=DENDRO)
         return record
 
     def _submit_dependents(self, keys: list[str]) -> None:
@@ -389,7 +388,7 @@ class DendroExecutor(Executor):
         if st.read_state(str(control)) == st.LAUNCHED and st.transition(str(control), st.LAUNCHED, "step-started.0"):
             host = f" on {job.computeClientName}" if job.computeClientName else ""
             when = None if record.get("cache_hit") else (job.timestampStartedSec or job.timestampStartingSec)
-            append_log(control, f"state.step-started.0 dendro job {job.jobId} {job.status}{host}", when)
+            TaskRecord.at(control).log(f"state.step-started.0 dendro job {job.jobId} {job.status}{host}", when, by=DENDRO)
 
     def _complete(self, key: str, record: dict[str, Any], job: DendroJob, client: DendroClient) -> None:
         """Download the outputs, record the output variables, then the completed marker."""
@@ -407,7 +406,7 @@ class DendroExecutor(Executor):
             _download(client, urls[name], path)
         if var_specs:
             values = self._output_vars(job, control / ".dendro-output-vars.json", var_specs)
-            write_output_vars(control, values)
+            TaskRecord.at(control).write_output_vars(values)
         _download_console(client, job, control / "out.log")
         record.update(status="completed", finished_at=time.time())
         write_record(control, record)
@@ -416,7 +415,7 @@ class DendroExecutor(Executor):
         origin = " (from the Dendro cache)" if record.get("cache_hit") else ""
         if st.is_in_flight(marker) and st.transition(str(control), marker, st.COMPLETED):
             when = None if record.get("cache_hit") else job.timestampFinishedSec
-            append_log(control, f"state.completed dendro job {job.jobId}{origin}", when)
+            TaskRecord.at(control).log(f"state.completed dendro job {job.jobId}{origin}", when, by=DENDRO)
             log.info("task %s: dendro job %s completed%s", key, job.jobId, origin)
 
     def _output_vars(self, job: DendroJob, path: Path, types: dict[str, str]) -> dict[str, str]:
@@ -469,7 +468,7 @@ class DendroExecutor(Executor):
             return
         new = f"{outcome}.0"
         if st.transition(str(control), marker, new):
-            append_log(control, f"state.{new} dendro job {job.jobId} failed: {error}{cached}")
+            TaskRecord.at(control).log(f"state.{new} dendro job {job.jobId} failed: {error}{cached}", by=DENDRO)
             log.info("task %s: %s: dendro job %s: %s", key, new, job.jobId, error)
 
     # -- kill --------------------------------------------------------------------------------------
@@ -489,7 +488,7 @@ class DendroExecutor(Executor):
             marker = st.read_state(str(control))
             if st.is_in_flight(marker) and st.transition(str(control), marker, "killed.0"):
                 job = f"dendro job {record['job_id']} canceled" if record else "no dendro job"
-                append_log(control, f"state.killed.0 {job}")
+                TaskRecord.at(control).log(f"state.killed.0 {job}", by=DENDRO)
 
 
 class _Incomplete(Exception):

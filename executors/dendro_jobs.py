@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,12 +30,11 @@ from dendro_bridge import (
     SpecialJobOutput,
 )
 from dendro_bridge.api import env_setting, resolve_api_url
-from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.digests import file_sha256
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
-from drypipe.task import read_output_vars
+from drypipe.task_record import TaskRecord
 from drypipe.values import parse_var
 
 RECORD_FILE = "dendro_job"
@@ -147,18 +145,6 @@ def write_record(control_dir: Path, record: dict[str, Any]) -> None:
     write_atomic(control_dir / RECORD_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
-def current_signature(control_dir: Path) -> str | None:
-    return (sig.read_record(control_dir) or {}).get("signature")
-
-
-def append_log(control_dir: Path, message: str, when: float | None = None) -> None:
-    """One line of drypipe.log, in the task runtime's format."""
-    when = time.time() if when is None else when
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
-    with open(control_dir / "drypipe.log", "a") as f:
-        f.write(f"{stamp} {when:.6f} {message} (recorded by the dendro executor)\n")
-
-
 # -- the input store ----------------------------------------------------------------------------
 
 def safe_base_name(path: str) -> str:
@@ -267,7 +253,7 @@ class Mapper:
         upstream = item["upstream"]
         if st.read_state(str(self.control_dir(upstream))) != st.COMPLETED:
             raise NotReady(f"input {item['name']!r} is a variable of task {upstream}, which has not completed")
-        values = read_output_vars(str(self.control_dir(upstream)))
+        values = TaskRecord(self.root, upstream).output_vars()
         if item["output"] not in values:
             raise UserError(f"task {key}: upstream task {upstream} has no output variable {item['output']!r}")
         return parse_var(values[item["output"]], item["type"])

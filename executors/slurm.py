@@ -24,7 +24,7 @@ from pathlib import Path
 from drypipe import state as st
 from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
-from drypipe.proc import process_matches
+from drypipe.task_record import TaskRecord
 from executors import slurm_client as sc
 from executors import slurm_files as sf
 
@@ -331,7 +331,7 @@ class SlurmExecutor(Executor):
                     if status is None or not status.alive:
                         control = by_key[key].control_dir
                         if st.transition(str(control), st.LAUNCHED, "killed.0"):
-                            _append_log(control, f"state.killed.0 slurm job {ids[key]} cancelled before it started")
+                            TaskRecord.at(control).log(f"state.killed.0 slurm job {ids[key]} cancelled before it started", by="drypipe kill")
                         pending.discard(key)
             if not pending or time.monotonic() > deadline:
                 break
@@ -357,12 +357,8 @@ def _job_number(job_id: str) -> int:
 def _started_without_job(task: TaskRun) -> Liveness:
     """A task that started though no job id was recorded: run by hand, or `drypipe sbatch`
     died before recording.  Alive while its process (on this host) is."""
-    try:
-        pid, start_time, *_ = (task.control_dir / "pid").read_text().split()
-        if process_matches(int(pid), start_time):
-            return Liveness(alive=True)
-    except (OSError, ValueError):
-        pass
+    if TaskRecord(task.instance_dir, task.key).running_pid() is not None:
+        return Liveness(alive=True)
     return Liveness(False, st.LOST, "started, but no Slurm job id was recorded and its process is not on this host")
 
 
@@ -372,10 +368,3 @@ def _ended(job_id: str, status: sc.JobStatus | None) -> Liveness:
     outcome = sc.ENDED_STATES.get(status.state, "failed")
     reason = f"slurm job {job_id} {status.state}" + (f" ({status.reason})" if status.reason else "")
     return Liveness(False, outcome, reason)
-
-
-def _append_log(control_dir: Path, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with open(control_dir / "drypipe.log", "a") as f:
-        f.write(f"{stamp} {time.time():.6f} {message} (recorded by drypipe kill)\n")
-

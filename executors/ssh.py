@@ -39,6 +39,7 @@ from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.instance import Instance, write_atomic
 from drypipe.task_conf import TaskConf
+from drypipe.task_record import TaskRecord
 from executors import slurm_client as sc
 from executors import slurm_files as sf
 from executors import ssh_scripts as scripts
@@ -572,7 +573,7 @@ class SshExecutor(Executor):
                 if lv is not None and not lv.alive and lv.outcome in ("killed", st.READY) \
                         and state == st.LAUNCHED:
                     if st.transition(str(run.control_dir), st.LAUNCHED, "killed.0"):
-                        _append_log(run.control_dir, f"state.killed.0 {lv.reason or 'killed before it started'}")
+                        TaskRecord.at(run.control_dir).log(f"state.killed.0 {lv.reason or 'killed before it started'}", by="drypipe")
                     continue
                 still.append(run)
             pending = still
@@ -676,9 +677,3 @@ class SshExecutor(Executor):
         data = conf.to_dict()
         data.update(ssh_specs=specs, remote_base_dir=base)
         return TaskConf.from_dict(data)
-
-
-def _append_log(control_dir: Path, message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with open(control_dir / "drypipe.log", "a") as f:
-        f.write(f"{stamp} {time.time():.6f} {message} (recorded by drypipe)\n")

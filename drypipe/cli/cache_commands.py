@@ -16,6 +16,7 @@ from drypipe.digests import DigestCache
 from drypipe.dsl import evaluate, load_pipeline
 from drypipe.errors import UserError
 from drypipe.instance import Instance
+from drypipe.task_record import TaskRecord
 from drypipe.task_script import task_conf_document
 
 
@@ -33,7 +34,7 @@ def current_signer(instance: Instance, generator: str) -> sig.Signer:
 
 def explain(instance: Instance, signer: sig.Signer, key: str, indent: str = "") -> list[str]:
     """Lines saying why `key` is stale, following changed upstreams to the root cause."""
-    record = sig.read_record(instance.control_dir(key)) or {}
+    record = TaskRecord(instance.root, key).signature_record() or {}
     changes = sig.differences(record.get("ingredients", {}), signer.parts(key))
     lines = []
     for name, before, now in changes:
@@ -57,9 +58,10 @@ def why(instance_dir, generator, task_key):
     if task_key not in signer.docs:
         raise UserError(f"the generator does not yield task {task_key!r} (now)")
     control = instance.control_dir(task_key)
-    state = st.read_state(str(control))
-    record = sig.read_record(control)
-    cached = (control / "cached").read_text().split() if (control / "cached").exists() else None
+    task_record = TaskRecord(instance.root, task_key)
+    state = task_record.state()
+    record = task_record.signature_record()
+    cached = (task_record.cached_from() or "").split() or None
     if state != st.COMPLETED:
         click.echo(f"{task_key} is {state or 'not generated yet'}: it will run")
     elif record is None:

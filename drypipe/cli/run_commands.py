@@ -92,7 +92,7 @@ def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_l
     notes = [f"{key} was stale ({', '.join(c[0] for c in changes)} changed): rerun"
              for key, changes in sorted(scheduler.stale.items())]
     if scheduler.from_cache:
-        notes.append(f"{len(scheduler.from_cache)} tasks restored from cache {cache_url}")
+        notes.append(f"{len(scheduler.from_cache)} tasks restored from cache {scheduler.cache.url}")
     display.summary(summary, time.monotonic() - started, notes)
     ctx.exit(0 if summary.succeeded or (until and not summary.failed) else 1)
 

@@ -56,7 +56,7 @@ def status(instance_dir, pattern, state_filter, generator):
         signer = current_signer(instance, generator)
         for key, state in states.items():
             if state == st.COMPLETED and key in signer.docs:
-                record = sig.read_record(instance.control_dir(key))
+                record = TaskRecord(instance.root, key).signature_record()
                 if record is not None and record.get("signature") != signer.signature(key):
                     stale.add(key)
     sys.exit(print_status(instance, states, state_filter, stale))

@@ -26,10 +26,19 @@ def check_type(value: Any, types: type | tuple[type, ...], expected: str, what: 
         raise UserError(f"{what} must {expected}, got {type(value).__name__}: {shown}")
 
 
+# The longest value (in characters) a task may take or produce: values travel through files
+# (task-env.sh, output_vars), never argv or the environment, so the bound is one of sanity.
+# Kept equal to __max_value_length in resources/task-lib.sh.
+MAX_VALUE_LENGTH = 10_000_000
+
+
 def text_problem(value: str) -> str | None:
     """Why a string cannot reach a task's files intact, or None: a NUL character (bash and
-    environment variables end a string there, silently) or a lone surrogate (not Unicode
-    text: it has no UTF-8 form).  Phrased to follow the name of the culprit."""
+    environment variables end a string there, silently), a lone surrogate (not Unicode
+    text: it has no UTF-8 form), or more than MAX_VALUE_LENGTH characters.  Phrased to
+    follow the name of the culprit."""
+    if len(value) > MAX_VALUE_LENGTH:
+        return f"is {len(value):,} characters long, more than the {MAX_VALUE_LENGTH:,} a value may have"
     if "\0" in value:
         return f"contains a NUL character (at position {value.index(chr(0))})"
     if not value.isascii():

@@ -47,8 +47,9 @@ class Instance:
         return path
 
     def lock(self) -> None:
-        """Refuse to drive an instance that another orchestrator drives."""
-        self.create()
+        """Refuse to drive an instance that another orchestrator drives.  Taken before
+        anything in the instance is read; creates nothing but .drypipe/ and the lock."""
+        self.drypipe_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.drypipe_dir / ".orchestrator.lock"
         pid_path = self.drypipe_dir / ".orchestrator.pid"
         self._lock = FileLock(str(lock_path))

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from drypipe.errors import UserError
+from drypipe.errors import UserError, text_problem
 from drypipe.task_script import shell_assignment
 from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var
 
@@ -154,6 +154,9 @@ def _checked(key: str, func_name: str, name: str, value: Any, type_name: str) ->
         )
     text = format_var(value)
     parse_var(text, type_name)
+    problem = text_problem(text)
+    if problem:
+        raise UserError(f"task {key}: {func_name}() returned {name} that {problem}")
     return text
 
 

@@ -171,6 +171,7 @@ class Scheduler:
             for path in [*leftovers, *map(str, [*root.glob(".drypipe/.*.tmp"), *root.glob(".drypipe/.lib/.*.tmp"),
                                                 *root.glob("output/.*.tmp")])]:
                 _remove_leftover(path)
+            self.instance.create()
             write_task_lib(self.instance)
             for key, conf in adopted.items():
                 self._adopt(key, self.states[key], conf)
@@ -276,6 +277,8 @@ class Scheduler:
             if fresh or not task_files_current(self.instance, doc):
                 write_task_files(self.instance, doc, fresh)
             if fresh or (record.signature_record() or {}).get("signature") != self.signer.signature(key):
+                if state in (st.WAITING, st.READY):  # results of an older definition (a stale rerun cut short)
+                    record.clear_results()
                 record.write_signature_record(self.signer.record(key), fresh)
             if fresh:
                 record.move(None, st.WAITING)
@@ -294,19 +297,21 @@ class Scheduler:
         return True
 
     def _invalidate(self, key: str) -> bool:
-        """Send a completed task back to waiting and clear its results, marker first (a crash
-        between the two leaves a waiting task with old files, which its rerun clears).  The
-        completed tasks on disk downstream of it that the generator has not yielded (yet) go
-        too: they were made from the results being replaced.  False if the marker moved."""
-        if not self._record(key).move(st.COMPLETED, st.WAITING):
-            self._refresh(key)
-            return False
-        self._set_state(key, st.WAITING)
-        self._record(key).clear_results()
+        """Send a completed task back to waiting and clear its results.  The completed tasks on
+        disk downstream of it that the generator has not yielded (yet) go first: they were made
+        from the results being replaced, and while this task's marker still says completed, the
+        next run finds it stale again and finishes the job after a crash.  Its own marker moves
+        before its results are cleared (see _register).  False if the marker moved under us."""
         for dependent in self._dependents_on_disk(key):
             if dependent not in self.tasks and self.states.get(dependent) == st.COMPLETED:
                 log.info("task %s: upstream %s reruns, its results are cleared", dependent, key)
                 self._invalidate(dependent)
+        record = self._record(key)
+        if not record.move(st.COMPLETED, st.WAITING):
+            self._refresh(key)
+            return False
+        self._set_state(key, st.WAITING)
+        record.clear_results()
         return True
 
     def _dependents_on_disk(self, key: str) -> list[str]:

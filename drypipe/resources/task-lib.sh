@@ -71,6 +71,7 @@ __check_upstreams() {  # sets __env_error naming each upstream task that has not
 # exported ones: the kernel refuses to start any program (even `mv`) whose environment holds
 # a string of 128 KiB.  Kept equal to EXPORT_LIMIT in task_record.py.
 __export_limit=32000
+__max_value_length=10000000  # the longest output value (MAX_VALUE_LENGTH in errors.py)
 
 __load_env() {  # sets __env_error and returns 1 when the task's environment cannot be loaded completely
     local __env_complete=""
@@ -261,7 +262,7 @@ __refuse_start() {  # __refuse_start STEP: the task cannot start (its inputs are
 }
 
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
-    local __start=$1 __force=$2 __step __rc __state __f __missing=() __reason __env_error=""
+    local __start=$1 __force=$2 __step __rc __state __f __value __missing=() __reason __env_error=""
     if [[ -z $__start ]]; then
         __current_state
         case $__state in
@@ -323,7 +324,13 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     # shellcheck disable=SC1091
     [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
     for __f in "${__output_var_names[@]}"; do
-        [[ -v $__f ]] || __missing+=("variable $__f")
+        if [[ ! -v $__f ]]; then
+            __missing+=("variable $__f")
+        else
+            __value=${!__f}
+            (( ${#__value} <= __max_value_length )) ||
+                __missing+=("variable $__f (${#__value} characters, more than the $__max_value_length a value may have)")
+        fi
     done
     if (( ${#__missing[@]} )); then
         __transition "failed.$((__step_count - 1))" "missing output(s): ${__missing[*]}"

@@ -285,3 +285,24 @@ def test_a_hand_edited_step_of_a_failed_task_is_regenerated_by_the_next_run(tmp_
     step.write_text("true\n")
     run(tmp_path, "-p", "edit_pipe:gen", "-i", "i")
     assert step.read_text() == "exit 4\n"
+
+
+def test_a_value_over_the_bound_is_refused_at_generation_and_at_the_producer(tmp_path):
+    write_module(tmp_path, "huge_pipe", '''
+        import os
+
+        def gen(dsl):
+            if os.environ.get("HUGE_INPUT"):
+                yield dsl.task(key="literal").inputs(v="x" * 10_000_001).calls("true\\n")()
+            else:
+                yield dsl.task(key="producer").outputs(v=str).calls(
+                    'v=$(head -c 10000001 /dev/zero | tr "\\\\0" y); export v\\n')()
+    ''')
+    refused = run(tmp_path, "-p", "huge_pipe:gen", "-i", "a", env={"HUGE_INPUT": "1"})
+    assert refused.returncode != 0
+    assert "literal" in refused.stderr and "10,000,001 characters long" in refused.stderr
+    assert not (tmp_path / "a/.drypipe/literal").exists()
+    produced = run(tmp_path, "-p", "huge_pipe:gen", "-i", "b")
+    assert produced.returncode != 0
+    assert state_of(tmp_path / "b", "producer") == "failed.0"
+    assert "variable v (10000001 characters" in (tmp_path / "b/.drypipe/producer/drypipe.log").read_text()

@@ -64,6 +64,47 @@ class Liveness:
     certain: bool = False
 
 
+def lost_grace_seconds() -> float:
+    """How long a task its executor reports gone may take to show its final marker
+    (DRYPIPE_LOST_GRACE_SECONDS, default 30: above a network file system's attribute cache)."""
+    import os
+
+    try:
+        return float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
+    except ValueError:
+        raise UserError(f"DRYPIPE_LOST_GRACE_SECONDS={os.environ['DRYPIPE_LOST_GRACE_SECONDS']!r} is not a number") from None
+
+
+class EndWatch:
+    """Decides when tasks whose executor reports them gone have ended without recording an
+    outcome: at once when the executor is certain, else after the grace period (a marker the
+    task did write may show late; the caller re-reads it first, and the marker wins)."""
+
+    def __init__(self, grace_seconds: float | None = None):
+        self.grace_seconds = lost_grace_seconds() if grace_seconds is None else grace_seconds
+        self.dead_since: dict[str, float] = {}
+
+    def ended(self, key: str, liveness: Liveness, now: float) -> bool:
+        if liveness.alive:
+            self.dead_since.pop(key, None)
+            return False
+        if liveness.certain:
+            return True
+        return now - self.dead_since.setdefault(key, now) >= self.grace_seconds
+
+    def forget(self, key: str) -> None:
+        self.dead_since.pop(key, None)
+
+
+def outcome_state(liveness: Liveness, marker: str | None) -> str:
+    """The state recorded for a task that ended as `liveness` says, from marker `marker`."""
+    from drypipe import state as st
+
+    if liveness.outcome in (st.READY, st.LOST):
+        return liveness.outcome
+    return f"{liveness.outcome}.{st.step_of(marker)}"
+
+
 @dataclass
 class ExecutorContext:
     """Run-wide settings and the loop's wake-up event, shared with every executor."""

@@ -10,21 +10,20 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import os
 import subprocess
 import sys
 from typing import Any, Callable
 
 from drypipe.errors import UserError, text_problem
+from drypipe.task_record import TaskRecord
 from drypipe.task_script import shell_assignment
 from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var
 
 
 def run_call(module_function: str) -> None:
     control_dir = os.environ["__control_dir"]
-    with open(os.path.join(control_dir, "task-conf.json"), encoding="utf-8") as f:
-        conf = json.load(f)
+    conf = TaskRecord.at(control_dir).conf_document()
     func = _load_function(conf, module_function)
     kwargs = _arguments(conf, func)
     result = func(**kwargs)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import html
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from drypipe import state as st
 from drypipe.display import executor_of, natural_key
 from drypipe.graph import numbered_pattern
+from drypipe.errors import UserError
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
 
@@ -38,9 +38,8 @@ class TaskTime:
 
 def _executor(instance: Instance, key: str) -> str:
     try:
-        doc = json.loads((instance.control_dir(key) / "task-conf.json").read_text())
-        return executor_of(doc["task_conf"])
-    except (OSError, ValueError, KeyError, AttributeError):
+        return executor_of(TaskRecord(instance.root, key).conf_document()["task_conf"])
+    except (UserError, KeyError, AttributeError, TypeError):
         return "?"
 
 

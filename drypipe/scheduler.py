@@ -8,7 +8,6 @@ completion can change what it yields (a task it waited on, or one matching a glo
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ from drypipe.cache import CachePolicy, OutputCache, open_cache
 from drypipe.digests import DigestCache
 from drypipe.dsl import Evaluation, Pipeline, evaluate
 from drypipe.errors import BackendUnavailable, UserError
-from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun, executor_class
+from drypipe.executor import EndWatch, Executor, ExecutorContext, Liveness, TaskRun, executor_class, outcome_state
 from drypipe.instance import Instance
 from drypipe.task import Task
 from drypipe.task_conf import TaskConf
@@ -103,7 +102,7 @@ class Scheduler:
         self.ready: dict[str, int] = {}  # key -> start step, in launch order; change with _ready/_unready
         self.ready_per_executor: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, TaskRun] = {}
-        self.dead_since: dict[str, float] = {}
+        self.end_watch = EndWatch(options.lost_grace_seconds)
         self.executors: dict[str, Executor] = {}
         self.next_poll: dict[str, float] = {}
         self.launch_after: dict[str, float] = {}  # executor -> no launch before (backend unavailable)
@@ -379,7 +378,7 @@ class Scheduler:
         if was_running and key in self.signer.docs:
             self._record_outcome(key, new)
         self.in_flight.pop(key, None)
-        self.dead_since.pop(key, None)
+        self.end_watch.forget(key)
         self._unready(key)
         if new != st.COMPLETED:
             self._pick_up_failed_dependents(key)
@@ -486,18 +485,15 @@ class Scheduler:
                 continue
             for key, liveness in executor.poll(unfinished).items():
                 if liveness.alive:
-                    self.dead_since.pop(key, None)
+                    self.end_watch.forget(key)
                 else:
                     changed |= self._on_dead(self.in_flight[key], liveness)
         return changed
 
     def _on_dead(self, run: TaskRun, liveness: Liveness) -> bool:
         key = run.key
-        now = time.monotonic()
-        if not liveness.certain:
-            first = self.dead_since.setdefault(key, now)
-            if now - first < self.options.lost_grace_seconds:
-                return False
+        if not self.end_watch.ended(key, liveness, time.monotonic()):
+            return False
         record = self._record(key)
         marker = record.state()
         if st.is_terminal(marker):
@@ -506,11 +502,11 @@ class Scheduler:
         if liveness.outcome == st.READY:
             if record.move(marker, st.READY):
                 self.in_flight.pop(key)
-                self.dead_since.pop(key, None)
+                self.end_watch.forget(key)
                 self._set_state(key, st.READY)
                 self._ready(key, run.start_step)
             return True
-        new = st.LOST if liveness.outcome == st.LOST else f"{liveness.outcome}.{st.step_of(marker)}"
+        new = outcome_state(liveness, marker)
         if record.move(marker, new):
             record.log(f"state.{new} {liveness.reason or ''}".rstrip(), by="the orchestrator")
             log.warning("task %s: %s (%s)", key, new, liveness.reason)
@@ -628,9 +624,9 @@ class Scheduler:
             r.task_conf.executor_name() == n for r in self.in_flight.values())]
         for name in polled:
             self.next_poll[name] = time.monotonic() + delay
-        if self.dead_since:
+        if self.end_watch.dead_since:
             delay = min(delay, 1.0)
-        if any(e.event_driven for e in self.executors.values()) and not polled and not self.dead_since:
+        if any(e.event_driven for e in self.executors.values()) and not polled and not self.end_watch.dead_since:
             # Exits wake the loop; the timeout only covers adopted processes.
             delay = max(delay, 1.0) if self.in_flight else delay
         if delay <= 0:

@@ -157,8 +157,8 @@ class DendroExecutor(Executor):
 
     def _doc(self, key: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self._control(key) / "task-conf.json").read_text())
-        except (OSError, ValueError):
+            return TaskRecord(self.instance.root, key).conf_document()
+        except UserError:
             return None
 
     def _settings(self, key: str, doc: dict[str, Any]) -> Settings:

@@ -278,8 +278,8 @@ class Mapper:
     def _dendro_output(self, upstream: str, path: str) -> str | None:
         """The output name of a Dendro task `upstream` whose declared file is `path`."""
         try:
-            doc = json.loads((self.control_dir(upstream) / "task-conf.json").read_text())
-        except (OSError, ValueError):
+            doc = TaskRecord(self.root, upstream).conf_document()
+        except UserError:
             return None
         if (doc.get("task_conf") or {}).get("executer_type") != "dendro":
             return None

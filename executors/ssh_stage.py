@@ -34,6 +34,7 @@ from pathlib import Path
 
 from drypipe.errors import UserError
 from drypipe.instance import Instance
+from drypipe.task_record import TaskRecord
 from drypipe.task_script import LIB_RELATIVE_PATH, write_task_files
 
 log = logging.getLogger("drypipe.ssh")
@@ -56,11 +57,7 @@ DOWNLOADED_CONTROL_FILES = ("out.log", "drypipe.log", "output_vars", "output_var
 
 
 def read_doc(instance: Instance, key: str) -> dict:
-    path = instance.control_dir(key) / "task-conf.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"task {key}: unreadable {path}: {e}") from None
+    return TaskRecord(instance.root, key).conf_document()
 
 
 def _short_hash(text: str) -> str:

@@ -116,10 +116,11 @@ class DrypipeRunner:
         """Until the task's marker is terminal; kill it on cancel or timeout ('canceled' /
         'timed_out' is returned then)."""
         from drypipe import state as st
+        from drypipe.executor import EndWatch
 
         control = str(run.control_dir)
         deadline = None if command.timeout_sec is None else time.monotonic() + command.timeout_sec
-        dead_since = None
+        watch = EndWatch(self.lost_grace_sec)
         while not st.is_terminal(st.read_state(control)):
             stop = "canceled" if cancel.is_set() else (
                 "timed_out" if deadline is not None and time.monotonic() > deadline else None)
@@ -131,10 +132,9 @@ class DrypipeRunner:
                 return stop
             liveness = executor.poll([run]).get(run.key)
             if liveness is not None and not liveness.alive:
-                dead_since = dead_since or time.monotonic()
                 if st.is_terminal(st.read_state(control)):
                     break
-                if liveness.certain or time.monotonic() - dead_since > self.lost_grace_sec:
+                if watch.ended(run.key, liveness, time.monotonic()):
                     with open(command.console_path, "a") as f:
                         f.write(f"drypipe {self.executor} executor: {liveness.reason or 'the task ended'}\n")
                     break
@@ -162,11 +162,9 @@ def _no_tasks(dsl: Any) -> list:
 
 def _exit_code(control: Path, marker: str | None) -> int | None:
     """The exit code the task runtime recorded (drypipe.log: 'state.failed.0 exit code N')."""
-    try:
-        text = (control / "drypipe.log").read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    codes = _EXIT_CODE.findall(text)
-    if codes and marker and marker.startswith("failed."):
-        return int(codes[-1])
+    from drypipe.task_record import TaskRecord
+
+    found = _EXIT_CODE.match(TaskRecord.at(control).failure_reason() or "")
+    if found and marker and marker.startswith("failed."):
+        return int(found.group(1))
     return 1 if marker else None

@@ -9,8 +9,6 @@ is loaded by its entry point, like every executor (drypipe imports none).
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import click
@@ -18,11 +16,12 @@ import click
 from drypipe import state as st
 from drypipe.cli import cli
 from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
-from drypipe.cli.slurm_commands import resolve_keys
+from drypipe.cli.slurm_commands import resolve_keys, unclaim
 from drypipe.errors import UserError
-from drypipe.executor import ExecutorContext, TaskRun, executor_class
+from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class, outcome_state
 from drypipe.instance import Instance
 from drypipe.task_conf import TaskConf
+from drypipe.task_record import TaskRecord
 
 group_key_option = click.option(
     "--task-key", "-k", "task_key", required=True,
@@ -36,11 +35,8 @@ def _ssh(instance: Instance):
 
 
 def _conf(instance: Instance, ssh, key: str) -> TaskConf:
-    path = instance.existing_control_dir(key) / "task-conf.json"
-    try:
-        conf = TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"task {key}: unreadable {path}: {e}") from None
+    instance.existing_control_dir(key)
+    conf = TaskRecord(instance.root, key).task_conf()
     record = ssh.read_record(key) or {}
     if not conf.ssh_specs and record.get("ssh_remote_dest"):  # started by `task --ssh-remote-dest`
         conf = ssh.with_remote_dest(conf, record["ssh_remote_dest"])
@@ -79,7 +75,7 @@ def _launch(instance: Instance, ssh, runs: list[TaskRun], startable) -> list[Tas
         if not startable(state):
             click.echo(f"skipped {run.key}: {state or 'no state marker (run `drypipe prepare` first)'}", err=True)
             continue
-        if st.transition(str(run.control_dir), state, st.LAUNCHED):
+        if TaskRecord.at(run.control_dir).claim(state):
             claimed.append((run, state))
         else:
             click.echo(f"skipped {run.key}: its state changed meanwhile ({_state(instance, run.key)})", err=True)
@@ -88,8 +84,7 @@ def _launch(instance: Instance, ssh, runs: list[TaskRun], startable) -> list[Tas
     try:
         handles = ssh.launch([run for run, _ in claimed])
     except UserError:
-        for run, old in claimed:
-            st.transition(str(run.control_dir), st.LAUNCHED, old or st.READY)
+        unclaim(claimed)
         raise
     for run, _ in claimed:
         run.handle = handles.get(run.key)
@@ -98,8 +93,7 @@ def _launch(instance: Instance, ssh, runs: list[TaskRun], startable) -> list[Tas
 
 def _wait(instance: Instance, ssh, runs: list[TaskRun]) -> int:
     """Poll the hosts (one command each per round) until every task has a final state."""
-    grace = float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
-    dead_since: dict[str, float] = {}
+    watch = EndWatch()
     pending = list(runs)
     while pending:
         liveness = ssh.sync(pending)
@@ -111,16 +105,11 @@ def _wait(instance: Instance, ssh, runs: list[TaskRun]) -> int:
                 click.echo(f"{run.key}: {state}")
                 continue
             lv = liveness.get(run.key)
-            if lv is None or lv.alive or lv.certain:
-                dead_since.pop(run.key, None)
+            if lv is None or lv.certain or not watch.ended(run.key, lv, now):
                 still.append(run)
                 continue
-            if now - dead_since.setdefault(run.key, now) < grace:
-                still.append(run)
-                continue
-            new = st.READY if lv.outcome == st.READY else (
-                st.LOST if lv.outcome == st.LOST else f"{lv.outcome}.{st.step_of(state)}")
-            st.transition(str(run.control_dir), state, new)
+            new = outcome_state(lv, state)
+            TaskRecord.at(run.control_dir).move(state, new)
             click.echo(f"{run.key}: {new} ({lv.reason})", err=True)
         pending = still
         if pending:

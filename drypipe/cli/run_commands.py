@@ -19,6 +19,7 @@ from drypipe.cli.options import (
 from drypipe.config import apply_to_pipeline, load_config
 from drypipe.display import make_display
 from drypipe.dsl import evaluate, load_pipeline
+from drypipe.executor import lost_grace_seconds
 from drypipe.instance import Instance
 from drypipe.scheduler import RunOptions, Scheduler
 
@@ -36,7 +37,7 @@ def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs
         reset_failed=reset_failed,
         max_local_jobs=max_local_jobs or os.cpu_count() or 1,
         sleep_schedule=parse_sleep_schedule(sleep_schedule),
-        lost_grace_seconds=float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30")),
+        lost_grace_seconds=lost_grace_seconds(),
     )
 
 

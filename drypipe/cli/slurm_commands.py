@@ -8,8 +8,6 @@ The Slurm executor is loaded by its entry point, like every executor (drypipe im
 from __future__ import annotations
 
 import fnmatch
-import json
-import os
 import shlex
 import time
 
@@ -19,10 +17,11 @@ from drypipe import state as st
 from drypipe.cli import cli
 from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
 from drypipe.errors import UserError
-from drypipe.executor import ExecutorContext, TaskRun, executor_class
+from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
 from drypipe.keys import check_task_key
 from drypipe.task_conf import TaskConf
+from drypipe.task_record import TaskRecord
 
 
 def _slurm(instance: Instance):
@@ -30,12 +29,8 @@ def _slurm(instance: Instance):
 
 
 def _conf(instance: Instance, key: str) -> TaskConf:
-    path = instance.existing_control_dir(key) / "task-conf.json"
-    try:
-        conf = TaskConf.from_dict(json.loads(path.read_text())["task_conf"])
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"task {key}: unreadable {path}: {e}") from e
-    return conf
+    instance.existing_control_dir(key)
+    return TaskRecord(instance.root, key).task_conf()
 
 
 def _note_non_slurm(runs: list[TaskRun]) -> None:
@@ -73,21 +68,21 @@ def _claim(instance: Instance, keys_and_states: list[tuple[str, str | None]]) ->
     """Mark tasks launched (atomic renames); tasks whose marker moved meanwhile are skipped."""
     claimed = []
     for key, state in keys_and_states:
-        control = str(instance.control_dir(key))
         if state is None:
             click.echo(f"skipped {key}: it has no state marker (run `drypipe prepare` first)", err=True)
             continue
         run = TaskRun(key, instance.root, _conf(instance, key), _start_step(state))
-        if st.transition(control, state, st.LAUNCHED):
+        if TaskRecord(instance.root, key).claim(state):
             claimed.append((run, state))
         else:
             click.echo(f"skipped {key}: its state changed meanwhile ({_state(instance, key)})", err=True)
     return claimed
 
 
-def _unclaim(claimed: list[tuple[TaskRun, str | None]]) -> None:
+def unclaim(claimed: list[tuple[TaskRun, str | None]]) -> None:
+    """Put back the markers of claimed tasks that were not launched after all."""
     for run, old in claimed:
-        st.transition(str(run.control_dir), st.LAUNCHED, old or st.READY)
+        TaskRecord.at(run.control_dir).unclaim(old)
 
 
 def _submit_arrays(slurm, claimed: list[tuple[TaskRun, str | None]]) -> None:
@@ -97,7 +92,7 @@ def _submit_arrays(slurm, claimed: list[tuple[TaskRun, str | None]]) -> None:
     try:
         handles = slurm.launch(runs)
     except UserError:
-        _unclaim(claimed)
+        unclaim(claimed)
         raise
     jobs: dict[str, int] = {}
     for handle in handles.values():
@@ -135,7 +130,7 @@ def sbatch_command(instance_dir, task_key, wait):
     try:
         job_id = slurm.submit_one(run)
     except UserError as e:
-        _unclaim(claimed)
+        unclaim(claimed)
         message = str(e)  # a refused sbatch option already names the task
         prefix = f"task {task_key}: "
         raise UserError(message if message.startswith(prefix) else prefix + message) from None
@@ -146,8 +141,7 @@ def sbatch_command(instance_dir, task_key, wait):
 
 def _wait(instance: Instance, slurm, run: TaskRun) -> int:
     """Until the task records a final state, or its job is gone without one (after a grace period)."""
-    grace = float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
-    dead_since = None
+    watch = EndWatch()
     next_poll = 0.0
     while True:
         state = _state(instance, run.key)
@@ -158,13 +152,9 @@ def _wait(instance: Instance, slurm, run: TaskRun) -> int:
         if now >= next_poll:
             liveness = slurm.poll([run])[run.key]
             next_poll = now + 2.0
-            if liveness.alive:
-                dead_since = None
-            else:
-                dead_since = dead_since or now
-                if now - dead_since >= grace and not st.is_terminal(_state(instance, run.key)):
-                    click.echo(f"task {run.key}: its job ended without a final state ({liveness.reason})", err=True)
-                    return 1
+            if watch.ended(run.key, liveness, now) and not st.is_terminal(_state(instance, run.key)):
+                click.echo(f"task {run.key}: its job ended without a final state ({liveness.reason})", err=True)
+                return 1
         time.sleep(0.5)
 
 

@@ -50,7 +50,6 @@ def status(instance_dir, pattern, state_filter, generator):
     states = _states(instance, pattern)
     stale: set[str] = set()
     if generator:
-        from drypipe import signature as sig
         from drypipe.cli.cache_commands import current_signer
 
         signer = current_signer(instance, generator)

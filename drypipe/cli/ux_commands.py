@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import logging
 import os
 import threading
@@ -304,6 +303,7 @@ def upgrade_drypipe(instance_dir):
     Completed and running tasks are left as they are.  Refused while `drypipe run` drives
     the instance.
     """
+    from drypipe.task_record import CONF_FILE, TaskRecord
     from drypipe.task_script import LIB_RELATIVE_PATH, write_task_files, write_task_lib
 
     instance = open_instance(instance_dir)
@@ -319,13 +319,14 @@ def upgrade_drypipe(instance_dir):
             if state == st.COMPLETED or st.is_in_flight(state):
                 kept += 1
                 continue
-            path = instance.control_dir(key) / "task-conf.json"
+            record = TaskRecord(instance.root, key)
             try:
-                doc = json.loads(path.read_text())
-                write_task_files(instance, doc)
+                write_task_files(instance, record.conf_document())
                 regenerated += 1
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                errors.append(f"task {key}: cannot regenerate from {path}: {type(e).__name__}: {e}")
+            except UserError as e:
+                errors.append(str(e))
+            except (OSError, KeyError, TypeError) as e:
+                errors.append(f"task {key}: cannot regenerate from {record.path(CONF_FILE)}: {type(e).__name__}: {e}")
     finally:
         instance.unlock()
     click.echo(f"{instance.root}: task-lib.sh {'updated' if lib_changed else 'already up to date'}; "

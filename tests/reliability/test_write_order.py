@@ -306,3 +306,20 @@ def test_a_value_over_the_bound_is_refused_at_generation_and_at_the_producer(tmp
     assert produced.returncode != 0
     assert state_of(tmp_path / "b", "producer") == "failed.0"
     assert "variable v (10000001 characters" in (tmp_path / "b/.drypipe/producer/drypipe.log").read_text()
+
+
+# -- 7. a task that completed while no orchestrator ran is published by the next run ------
+
+def test_a_task_completed_by_hand_is_published_to_the_cache_by_the_next_run(tmp_path):
+    write_module(tmp_path, "hand_pipe", '''
+        def gen(dsl):
+            yield dsl.task(key="t").outputs(f=dsl.file("f.txt"), v=int).calls('echo hi > "$f"; export v=7\\n')()
+    ''')
+    cache = str(tmp_path / "cache")
+    assert drypipe("prepare", "-p", "hand_pipe:gen", "-i", "i", cwd=tmp_path).returncode == 0
+    assert subprocess.run([str(tmp_path / "i/.drypipe/t/task")], capture_output=True).returncode == 0
+    assert run(tmp_path, "-p", "hand_pipe:gen", "-i", "i", "--cache", cache).returncode == 0
+    restored = run(tmp_path, "-p", "hand_pipe:gen", "-i", "j", "--cache", cache)
+    assert restored.returncode == 0 and "restored from cache" in restored.stdout
+    assert (tmp_path / "j/output/t/f.txt").read_text() == "hi\n"
+    assert output_vars(tmp_path / "j", "t") == {"v": "7"}

@@ -25,7 +25,8 @@ def test_remote_commands_by_hand(ssh_env, sshd_server, tmp_path):
 
     listed = drypipe("array-rsync-list", *i, "-k", "b", env=ssh_env)
     assert sorted(listed.stdout.split()) == sorted([".drypipe/.lib/task-lib.sh", ".drypipe/b", "output/a/a.txt",
-                                                    ".drypipe/a/output_vars.sh", ".drypipe/a/output_vars"])
+                                                    ".drypipe/a/output_vars.sh", ".drypipe/a/output_vars",
+                                                    ".drypipe/a/state.completed"])  # b checks it before it starts
     result = drypipe("upload-task-inputs", *i, "-k", "b", env=ssh_env)
     assert result.returncode == 0 and f"b: uploaded to {ssh_env['SSH_USER']}@" in result.stdout, result.stderr
     env_sh = as_ssh_user(sshd_server, f"cat {remote}/.drypipe/b/task-env.sh").stdout

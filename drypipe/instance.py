@@ -4,11 +4,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING
 
 from drypipe.errors import UserError
 from drypipe.keys import check_task_key
+
+if TYPE_CHECKING:  # filelock is imported when a lock is taken: task runtimes on compute nodes need only the stdlib
+    from filelock import FileLock
 
 DRYPIPE_DIR = ".drypipe"
 OUTPUT_DIR = "output"
@@ -18,7 +20,7 @@ class Instance:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(os.path.abspath(root))
         self.drypipe_dir = self.root / DRYPIPE_DIR
-        self._lock: FileLock | None = None
+        self._lock: "FileLock | None" = None
 
     def control_dir(self, key: str) -> Path:
         return self.drypipe_dir / key
@@ -49,6 +51,8 @@ class Instance:
     def lock(self) -> None:
         """Refuse to drive an instance that another orchestrator drives.  Taken before
         anything in the instance is read; creates nothing but .drypipe/ and the lock."""
+        from filelock import FileLock, Timeout
+
         self.drypipe_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.drypipe_dir / ".orchestrator.lock"
         pid_path = self.drypipe_dir / ".orchestrator.pid"

@@ -269,7 +269,8 @@ class Scheduler:
             if recorded is None:  # completed by hand or before signatures were recorded: adopt
                 record.write_signature_record(self.signer.record(key))
                 return
-            if "outputs" not in recorded:  # it completed while no orchestrator watched it
+            # It completed while no orchestrator watched it, or before its publication ended.
+            if "outputs" not in recorded or (self.cache is not None and not self._published(recorded)):
                 self._record_outcome(key, st.COMPLETED)
         elif not st.is_in_flight(state):
             fresh = state is None
@@ -421,12 +422,21 @@ class Scheduler:
                         files[str(path.relative_to(output_dir))] = self.digests.digest(path)
             signed["outputs"] = files
             record.write_signature_record(signed)
-        if self.cache is not None:
-            status = "completed" if new == st.COMPLETED else "failed"
-            try:
-                self.cache.publish(signed["signature"], key, status, record.output_vars(), files, output_dir)
-            except (OSError, ValueError) as e:  # ValueError: a signature record that is not a signature
-                log.warning("task %s: could not publish to cache %s: %s", key, self.cache.url, e)
+        # Only a step's own failure is a result: a kill, a time limit or a lost node is not.
+        if self.cache is None or not (new == st.COMPLETED or new.startswith("failed.")):
+            return
+        status = "completed" if new == st.COMPLETED else "failed"
+        try:
+            self.cache.publish(signed["signature"], key, status, record.output_vars(), files, output_dir)
+        except (OSError, ValueError) as e:  # ValueError: a signature record that is not a signature
+            log.warning("task %s: could not publish to cache %s: %s", key, self.cache.url, e)
+            return
+        if new == st.COMPLETED:  # recorded last: a crash before it publishes again (publishing is idempotent)
+            signed["published"] = sorted({*signed.get("published", []), self.cache.url})
+            record.write_signature_record(signed)
+
+    def _published(self, recorded: dict) -> bool:
+        return self.cache is not None and self.cache.url in recorded.get("published", [])
 
     def _restore_from_cache(self, key: str) -> bool:
         """Complete (or fail) a ready task from the shared cache instead of running it: the
@@ -437,25 +447,27 @@ class Scheduler:
             return False
         record = self._record(key)
         if manifest.get("status") == "failed":
+            if key in self.restarted:  # --restart-failed / --reset-failed: asked to run it again
+                return False
             if self.options.cache_policy.delete_failing:
                 self.cache.delete(signature)
             if self.options.cache_policy.rerun_failing or self.options.cache_policy.delete_failing:
                 return False
-            new = "failed.0"
-            message = (f"state.{new} failed before with the same signature "
-                       f"(from cache {self.cache.url}; --rerun-failing runs it again)")
+            new = st.failed(0)
+            reason = f"failed before with the same signature (from cache {self.cache.url}; --rerun-failing runs it again)"
         else:
             if not self.cache.restore(signature, manifest, record.output_dir):
                 return False
-            record.write_output_vars(manifest.get("output_vars", {}))
+            if any(spec["kind"] == "var" for spec in self.signer.docs[key]["outputs"]):
+                record.write_output_vars(manifest.get("output_vars", {}))
             signed = self.signer.record(key)
             signed["outputs"] = manifest["files"]
+            signed["published"] = [self.cache.url]
             record.write_signature_record(signed)
             record.mark_cached(self.cache.url, signature)
             new = st.COMPLETED
-            message = f"state.completed from cache {self.cache.url}"
-        if record.move(self.states.get(key), new):
-            record.log(message)
+            reason = f"from cache {self.cache.url}"
+        if record.record_state(self.states.get(key), new, reason):
             self._unready(key)
             self.from_cache.add(key)
             self._on_state(key, new)
@@ -507,8 +519,7 @@ class Scheduler:
                 self._ready(key, run.start_step)
             return True
         new = outcome_state(liveness, marker)
-        if record.move(marker, new):
-            record.log(f"state.{new} {liveness.reason or ''}".rstrip(), by="the orchestrator")
+        if record.record_state(marker, new, liveness.reason or "", by="the orchestrator"):
             log.warning("task %s: %s (%s)", key, new, liveness.reason)
             self._on_state(key, new)
         else:

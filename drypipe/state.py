@@ -11,6 +11,18 @@ LAUNCHED = "launched"
 COMPLETED = "completed"
 LOST = "lost"
 
+def step_started(step: int) -> str:
+    return f"step-started.{step}"
+
+
+def failed(step: int) -> str:
+    return f"failed.{step}"
+
+
+def killed(step: int) -> str:
+    return f"killed.{step}"
+
+
 _STEP_RE = re.compile(r"^(step-started|step-completed|failed|killed|timed-out)\.(\d+)$")
 TERMINAL_PREFIXES = ("failed.", "killed.", "timed-out.")
 

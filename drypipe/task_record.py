@@ -104,6 +104,15 @@ class TaskRecord:
         """Rename the marker (create it when `old` is None); False if it is no longer `old`."""
         return st.transition(str(self.control_dir), old, new)
 
+    def record_state(self, old: str | None, new: str, reason: str = "", when: float | None = None,
+                     by: str | None = None) -> bool:
+        """A transition recorded for someone else (a task that cannot record it itself): the
+        marker moves, then `state.<new> <reason>` goes to drypipe.log.  False if it had moved."""
+        if not self.move(old, new):
+            return False
+        self.log(f"state.{new} {reason}".rstrip(), when, by)
+        return True
+
     # -- definition ------------------------------------------------------------------------
 
     def conf_document(self) -> dict[str, Any]:

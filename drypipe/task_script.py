@@ -12,6 +12,7 @@ import shlex
 from importlib import resources
 from typing import Any
 
+from drypipe import state as st
 from drypipe.instance import Instance, write_atomic, write_new
 from drypipe.task import Task, _check_variable_name
 
@@ -59,16 +60,19 @@ def _matched_files(instance_dir: str, spec: dict[str, Any]) -> list[str]:
 
     from drypipe.task_record import TaskRecord
 
+    upstreams = [TaskRecord(instance_dir, key) for key in spec.get("upstreams", [])]
+    if any(record.state() != st.COMPLETED for record in upstreams):
+        return []  # yielded before its upstream tasks completed: what they will make is not known yet
     root = os.path.join(instance_dir, "")
     pattern = spec["pattern"]
     found = {p[len(root):] if p.startswith(root) else p
              for p in glob.glob(pattern if os.path.isabs(pattern) else root + pattern)}
     if not os.path.isabs(pattern):
         parts = pattern.split("/")
-        for upstream in spec.get("upstreams", []):
-            recorded = (TaskRecord(instance_dir, upstream).signature_record() or {}).get("outputs") or {}
+        for record in upstreams:
+            recorded = (record.signature_record() or {}).get("outputs") or {}
             for relative in recorded:
-                candidate = f"output/{upstream}/{relative}"
+                candidate = f"output/{record.key}/{relative}"
                 names = candidate.split("/")
                 if len(names) == len(parts) and all(map(fnmatch.fnmatchcase, names, parts)):
                     found.add(candidate)

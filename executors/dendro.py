@@ -385,10 +385,10 @@ class DendroExecutor(Executor):
     def _started(self, control: Path, record: dict[str, Any], job: DendroJob) -> None:
         """launched -> step-started.0 once the job runs (at the job's own start time, so that
         `drypipe status` shows how long it ran; cached jobs ran before: they take no time here)."""
-        if st.read_state(str(control)) == st.LAUNCHED and st.transition(str(control), st.LAUNCHED, "step-started.0"):
-            host = f" on {job.computeClientName}" if job.computeClientName else ""
-            when = None if record.get("cache_hit") else (job.timestampStartedSec or job.timestampStartingSec)
-            TaskRecord.at(control).log(f"state.step-started.0 dendro job {job.jobId} {job.status}{host}", when, by=DENDRO)
+        host = f" on {job.computeClientName}" if job.computeClientName else ""
+        when = None if record.get("cache_hit") else (job.timestampStartedSec or job.timestampStartingSec)
+        TaskRecord.at(control).record_state(st.LAUNCHED, st.step_started(0), f"dendro job {job.jobId} {job.status}{host}",
+                                            when, by=DENDRO)
 
     def _complete(self, key: str, record: dict[str, Any], job: DendroJob, client: DendroClient) -> None:
         """Download the outputs, record the output variables, then the completed marker."""
@@ -413,9 +413,9 @@ class DendroExecutor(Executor):
         self._started(control, record, job)
         marker = st.read_state(str(control))
         origin = " (from the Dendro cache)" if record.get("cache_hit") else ""
-        if st.is_in_flight(marker) and st.transition(str(control), marker, st.COMPLETED):
-            when = None if record.get("cache_hit") else job.timestampFinishedSec
-            TaskRecord.at(control).log(f"state.completed dendro job {job.jobId}{origin}", when, by=DENDRO)
+        when = None if record.get("cache_hit") else job.timestampFinishedSec
+        if st.is_in_flight(marker) and TaskRecord.at(control).record_state(
+                marker, st.COMPLETED, f"dendro job {job.jobId}{origin}", when, by=DENDRO):
             log.info("task %s: dendro job %s completed%s", key, job.jobId, origin)
 
     def _output_vars(self, job: DendroJob, path: Path, types: dict[str, str]) -> dict[str, str]:
@@ -467,8 +467,7 @@ class DendroExecutor(Executor):
         if st.is_terminal(marker) or marker is None:
             return
         new = f"{outcome}.0"
-        if st.transition(str(control), marker, new):
-            TaskRecord.at(control).log(f"state.{new} dendro job {job.jobId} failed: {error}{cached}", by=DENDRO)
+        if TaskRecord.at(control).record_state(marker, new, f"dendro job {job.jobId} failed: {error}{cached}", by=DENDRO):
             log.info("task %s: %s: dendro job %s: %s", key, new, job.jobId, error)
 
     # -- kill --------------------------------------------------------------------------------------
@@ -486,9 +485,9 @@ class DendroExecutor(Executor):
                 record.update(status="killed", finished_at=time.time())
                 write_record(control, record)
             marker = st.read_state(str(control))
-            if st.is_in_flight(marker) and st.transition(str(control), marker, "killed.0"):
-                job = f"dendro job {record['job_id']} canceled" if record else "no dendro job"
-                TaskRecord.at(control).log(f"state.killed.0 {job}", by=DENDRO)
+            job = f"dendro job {record['job_id']} canceled" if record else "no dendro job"
+            if st.is_in_flight(marker):
+                TaskRecord.at(control).record_state(marker, st.killed(0), job, by=DENDRO)
 
 
 class _Incomplete(Exception):

@@ -330,8 +330,8 @@ class SlurmExecutor(Executor):
                     status = statuses.get(ids[key]) or statuses.get(ids[key].split("_")[0])
                     if status is None or not status.alive:
                         control = by_key[key].control_dir
-                        if st.transition(str(control), st.LAUNCHED, "killed.0"):
-                            TaskRecord.at(control).log(f"state.killed.0 slurm job {ids[key]} cancelled before it started", by="drypipe kill")
+                        TaskRecord.at(control).record_state(st.LAUNCHED, st.killed(0),
+                                                            f"slurm job {ids[key]} cancelled before it started", by="drypipe kill")
                         pending.discard(key)
             if not pending or time.monotonic() > deadline:
                 break

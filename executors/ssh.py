@@ -59,6 +59,7 @@ from executors.ssh_stage import (
     EXTERNAL_DIR,
     SSH_DIR,
     UPLOAD_EXCLUDES,
+    UPLOAD_INCLUDES,
     RemoteTask,
     build_wheel,
     code_excludes,
@@ -238,7 +239,8 @@ class SshExecutor(Executor):
         for rinst, files in staged.values():
             by_rinst[rinst].update(files.paths)
         for rinst, paths in by_rinst.items():
-            conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", *[f"--exclude={e}" for e in UPLOAD_EXCLUDES],
+            conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", *[f"--include={e}" for e in UPLOAD_INCLUDES],
+                        *[f"--exclude={e}" for e in UPLOAD_EXCLUDES],
                         str(self.root) + "/", conn.remote(rinst + "/")],
                        files=sorted(paths), what="uploading task inputs")
         return staged
@@ -572,8 +574,8 @@ class SshExecutor(Executor):
                 lv = liveness.get(run.key)
                 if lv is not None and not lv.alive and lv.outcome in ("killed", st.READY) \
                         and state == st.LAUNCHED:
-                    if st.transition(str(run.control_dir), st.LAUNCHED, "killed.0"):
-                        TaskRecord.at(run.control_dir).log(f"state.killed.0 {lv.reason or 'killed before it started'}", by="drypipe")
+                    TaskRecord.at(run.control_dir).record_state(st.LAUNCHED, st.killed(0),
+                                                                lv.reason or "killed before it started", by="drypipe")
                     continue
                 still.append(run)
             pending = still

@@ -45,7 +45,9 @@ EXTERNAL_DIR = f"{SSH_DIR}/external"
 DEFAULT_VENV = ".drypipe/.venv"
 
 # Control-dir files never uploaded: markers (the remote side is reset to `launched`), local
-# process and job records, and the two files regenerated for the remote side.
+# process and job records, and the two files regenerated for the remote side.  An upstream
+# task's `completed` marker does go (listed by stage_task): the task checks it before it starts.
+UPLOAD_INCLUDES = ["/.drypipe/*/state.completed"]
 UPLOAD_EXCLUDES = [
     "/.drypipe/*/state.*", "/.drypipe/*/pid", "/.drypipe/*/ssh_launch", "/.drypipe/*/slurm_job_id",
     "/.drypipe/*/sbatch-launcher.sh", "/.drypipe/*/task-env.sh", "/.drypipe/*/task-conf.json",

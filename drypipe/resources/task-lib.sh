@@ -149,7 +149,7 @@ __write_output_vars_json() {  # output_vars: JSON of the output variables (sourc
 }
 
 __bash_step() {  # __bash_step FILE: source a bash snippet or script, then record its outputs
-    trap __save_output_vars EXIT
+    trap '__save_output_vars || exit 70' EXIT  # a step whose variables are not recorded fails
     # shellcheck disable=SC1090
     source "$1"
 }
@@ -285,7 +285,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     set -m  # each step runs in its own process group, so `task kill` stops all of it
     cd "$__task_output_dir" || exit 1
     for ((__step = __start; __step < __step_count; __step++)); do
-        __transition "step-started.$__step"
+        __transition "step-started.$__step" || exit 1
         ( __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
           __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
         __child=$!
@@ -316,7 +316,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             echo "drypipe: task $__task_key: step $__step failed with $__reason" >> "$__out_log"
             exit "$__rc"
         fi
-        (( __step + 1 < __step_count )) && __transition "step-completed.$__step"
+        if (( __step + 1 < __step_count )); then __transition "step-completed.$__step" || exit 1; fi
     done
     for __f in "${__output_files[@]}"; do
         [[ -e $__f ]] || __missing+=("${__f#"$__task_output_dir"/}")
@@ -337,10 +337,13 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
         echo "drypipe: task $__task_key: missing output(s): ${__missing[*]}" >> "$__out_log"
         exit 1
     fi
-    (( ${#__output_var_names[@]} )) && __write_output_vars_json
+    if (( ${#__output_var_names[@]} )) && ! __write_output_vars_json; then
+        __transition "failed.$((__step_count - 1))" "cannot write $__control_dir/output_vars"
+        exit 1
+    fi
     [[ $__scratch_dir == "$__task_output_dir/scratch" ]] && rmdir "$__scratch_dir" 2>/dev/null
     __log_cpu
-    __transition completed
+    __transition completed || exit 1
 }
 
 __pid_of_task() {

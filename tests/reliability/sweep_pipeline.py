@@ -1,11 +1,12 @@
 """The pipeline of the crash-point sweep (test_crash_sweep.py): six small tasks, one of each
 kind the sweep must cover, steered by environment variables so that one generator serves
-every scenario.
+every scenario.  Every step is idempotent, as steps must be: a task killed after its last
+step ended but before it recorded `completed` runs that step again.
 
     make   bash, one file                      split   bash, a fileset of SWEEP_CHUNKS files
     py     a python call on make's file        gather  bash, consumes split's fileset (a glob)
-    multi  on make's file, three steps:        final   bash, joins gather, multi and py's
-           bash, python, bash                          output variable
+    multi  three bash steps on make's file,    final   bash, joins gather, multi and py's
+           passing variables step to step              output variable
 
 SWEEP_VARIANT changes the code of multi's last step (stale: multi and final rerun);
 a file `fail-multi` in the instance makes multi's step 1 fail (for --restart-failed).
@@ -17,6 +18,8 @@ import os
 
 from drypipe import DryPipe
 from tests.reliability.support import LOG_DONE, LOG_RUN
+
+START = "set -e\n" + LOG_RUN  # a step stops at its first failing command (a write on a full disk)
 
 
 def _log(instance_dir: str, name: str, key: str) -> None:
@@ -35,32 +38,26 @@ def count_seed(seed, out, __task_key, __pipeline_instance_dir):
     return {"n": n}
 
 
-@DryPipe.python_call()
-def double(n, __pipeline_instance_dir):
-    if os.path.exists(os.path.join(__pipeline_instance_dir, "fail-multi")):
-        raise SystemExit("fail-multi is there: failing on purpose")
-    return {"twice": 2 * n}
-
-
 def gen(dsl):
     chunks = int(os.environ.get("SWEEP_CHUNKS", "4"))
     variant = os.environ.get("SWEEP_VARIANT", "1")
     make = dsl.task(key="make").outputs(seed=dsl.file("seed.txt")).calls(
-        LOG_RUN + 'echo "one two three four five" > "$seed"\n' + LOG_DONE)()
+        START + 'echo "one two three four five" > "$seed"\n' + LOG_DONE)()
     yield make
     split = dsl.task(key="split").inputs(n=chunks).outputs(chunks=dsl.fileset("chunk.*.txt")).calls(
-        LOG_RUN + 'for i in $(seq 1 "$n"); do echo "chunk $i" > "$__task_output_dir/chunk.$i.txt"; done\n'
+        START + 'for i in $(seq 1 "$n"); do echo "chunk $i" > "$__task_output_dir/chunk.$i.txt"; done\n'
         + LOG_DONE)()
     yield split
     gather = dsl.task(key="gather").inputs(split.outputs.chunks).outputs(all=dsl.file("all.txt")).calls(
-        LOG_RUN + 'cat $(ls $chunks | sort -V) > "$all"\n' + LOG_DONE)()
+        START + 'cat $(ls $chunks | sort -V) > "$all"\n' + LOG_DONE)()
     yield gather
     py = dsl.task(key="py").inputs(make.outputs.seed).outputs(n=int, out=dsl.file("count.txt")).calls(count_seed)()
     yield py
     multi = dsl.task(key="multi").inputs(make.outputs.seed).outputs(n=int, twice=int, report=dsl.file("report.txt")).calls(
-        LOG_RUN + 'export n=$(wc -w < "$seed"); echo "n=$n" > "$report"\n').calls(double).calls(
-        f'echo "twice=$twice variant={variant}" >> "$report"\n' + LOG_DONE)()
+        START + 'export n=$(wc -w < "$seed")\n').calls(
+        'set -e; [ -e "$__pipeline_instance_dir/fail-multi" ] && exit 1; export twice=$((2 * n))\n').calls(
+        f'set -e; echo "n=$n twice=$twice variant={variant}" > "$report"\n' + LOG_DONE)()
     yield multi
     yield dsl.task(key="final").inputs(gather.outputs.all, multi.outputs.report, words=py.outputs.n).outputs(
-        final=dsl.file("final.txt")).calls(LOG_RUN + 'cat "$all" "$report" > "$final"; echo "words=$words" >> "$final"\n'
+        final=dsl.file("final.txt")).calls(START + 'cat "$all" "$report" > "$final"; echo "words=$words" >> "$final"\n'
                                            + LOG_DONE)()

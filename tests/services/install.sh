@@ -24,7 +24,8 @@ PACKAGES=(slurmctld slurmd slurm-client munge
           openssh-server openssh-client rsync
           procps tmux curl iproute2 python3 python3-venv
           chromium     # headless: tests/ux open the HTML report of report-execution-times in it
-          bash-builtins)  # loadable mkdir/rmdir: the task runtime saves a fork each where present
+          bash-builtins  # loadable mkdir/rmdir: the task runtime saves a fork each where present
+          strace)        # tests/reliability: the crash-point sweep injects faults with it
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -203,7 +203,7 @@ def test_slurm_used_by_the_ssh_user(slurm_cluster, sshd_server):
         job_id = out.strip()
         assert _wait_for_states(job_id, 1) == {job_id: "COMPLETED"}
         assert Path(out_file).read_text() == f"{sshd_server['SSH_USER']}\n"
-        rc, out = _exec(client, f"SLURM_CONF={slurm_cluster['SLURM_CONF']} squeue --me -h -t all -o '%i %T'")
+        rc, out = _exec(client, f"SLURM_CONF={slurm_cluster['SLURM_CONF']} squeue --me -h -t all -j {job_id} -o '%i %T'")
         assert (rc, out.split()) == (0, [job_id, "COMPLETED"])
     finally:
         client.close()

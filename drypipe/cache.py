@@ -14,6 +14,7 @@ password is for opening the store only: everything shown or written uses `redact
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import logging
@@ -36,6 +37,8 @@ from drypipe.task import _check_variable_name
 log = logging.getLogger("drypipe")
 
 MANIFEST = "manifest.json"
+# Errors writing into the instance while restoring: the run stops (the task would fail too).
+_LOCAL_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 SIGNATURE = re.compile(r"[0-9a-f]{64}")  # a task signature: SHA-256 in hex
 # `scheme://user:password@` (also in chained URLs): the authority ends at the first / ? #, at its last @
 _PASSWORD = re.compile(r"(?<=://)([^/?#@:]*):([^/?#]*)@")
@@ -187,7 +190,12 @@ class OutputCache:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / rel, final)
             return True
-        except (OSError, KeyError) as e:
+        except OSError as e:
+            if e.errno in _LOCAL_WRITE_ERRORS:  # the instance's disk, not the entry: running it would not help
+                raise UserError(f"cannot restore cache entry {signature} into {output_dir}: {e.strerror}") from e
+            log.warning("cache %s: entry %s unusable (%s), ignored", self.url, signature, e)
+            return False
+        except KeyError as e:
             log.warning("cache %s: entry %s unusable (%s), ignored", self.url, signature, e)
             return False
         finally:
@@ -201,6 +209,9 @@ class OutputCache:
         if existing is not None and not (existing.get("status") == "failed" and status == "completed"):
             return
         local = "file" in _protocols(self.fs)
+        if local:  # temporary files of a publication that was cut short (one running now retries)
+            for leftover in Path(entry).rglob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
         for rel in files:
             self.fs.makedirs(f"{entry}/files/{os.path.dirname(rel)}".rstrip("/"), exist_ok=True)
             target = f"{entry}/files/{rel}"

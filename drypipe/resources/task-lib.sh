@@ -69,9 +69,9 @@ __check_upstreams() {  # sets __env_error naming each upstream task that has not
 
 # Values longer than this (in characters) stay shell variables of the steps instead of
 # exported ones: the kernel refuses to start any program (even `mv`) whose environment holds
-# a string of 128 KiB.  Kept equal to EXPORT_LIMIT in task_record.py.
+# a string of 128 KiB.  Kept equal to EXPORT_LIMIT in task_script.py (tests check).
 __export_limit=32000
-__max_value_length=10000000  # the longest output value (MAX_VALUE_LENGTH in errors.py)
+__max_value_length=10000000  # the longest output value (MAX_VALUE_LENGTH in errors.py, tests check)
 
 __load_env() {  # sets __env_error and returns 1 when the task's environment cannot be loaded completely
     local __env_complete=""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -11,6 +12,14 @@ DEFAULT_API_URL = "https://dendro.vercel.app"
 # Waits between retries of a request that failed for a transient reason.
 _RETRY_WAITS_SEC = (0.5, 1.0, 2.0)
 _TRANSIENT_STATUS = {502, 503, 504}
+# The signature parameter of a signed URL (ours, S3's X-Amz-Signature ...), absolute or not.
+_SIGNATURE = re.compile(r"([?&][\w.-]*signature=)[A-Za-z0-9%+/=_.~-]*", re.IGNORECASE)
+
+
+def redact_signed_urls(text: str) -> str:
+    """`text` with the signatures of signed URLs removed: a signed URL is a credential,
+    and error texts end up in job records and logs that anyone may read."""
+    return _SIGNATURE.sub(r"\1<removed>", text)
 
 
 class DendroApiError(RuntimeError):
@@ -73,15 +82,22 @@ class ApiTransport:
 
     def put_file(self, signed_url: str, path: str) -> None:
         """Upload a file to a signed URL (the service answers 200 on success)."""
-        with open(path, "rb") as f:
-            resp = self._session.put(signed_url, data=f, timeout=self.timeout_sec)
+        try:
+            with open(path, "rb") as f:
+                resp = self._session.put(signed_url, data=f, timeout=self.timeout_sec)
+        except requests.RequestException as e:  # its text quotes the signed URL
+            raise DendroApiError("upload", None, redact_signed_urls(str(e))) from None
         if resp.status_code != 200:
-            raise DendroApiError("upload", resp.status_code, resp.text[:200] or resp.reason)
+            raise DendroApiError("upload", resp.status_code, redact_signed_urls(resp.text[:200] or resp.reason))
 
     def download(self, url: str, path: str) -> None:
-        with self._session.get(url, stream=True, timeout=self.timeout_sec) as resp:
-            if resp.status_code != 200:
-                raise DendroApiError("download", resp.status_code, f"{url}: {resp.text[:200] or resp.reason}")
-            with open(path, "wb") as f:
-                for chunk in resp.iter_content(chunk_size=1 << 20):
-                    f.write(chunk)
+        try:
+            with self._session.get(url, stream=True, timeout=self.timeout_sec) as resp:
+                if resp.status_code != 200:
+                    raise DendroApiError("download", resp.status_code,
+                                         redact_signed_urls(f"{url}: {resp.text[:200] or resp.reason}"))
+                with open(path, "wb") as f:
+                    for chunk in resp.iter_content(chunk_size=1 << 20):
+                        f.write(chunk)
+        except requests.RequestException as e:  # its text quotes the signed URL
+            raise DendroApiError("download", None, redact_signed_urls(str(e))) from None

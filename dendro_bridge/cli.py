@@ -19,6 +19,8 @@ from dendro_bridge.appspec import AppSpecError, load_spec
 _DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="DENDRO_DATA_DIR",
                          default="dendro-data", show_default=True, help="Service state (database, signing key).")
 COMPUTE_CLIENT_FILE = "dendro-compute-client.yaml"
+# The keys `dendro start-compute-client` reads from COMPUTE_CLIENT_FILE.
+_CREDENTIAL_KEYS = ("compute_client_id", "compute_client_private_key", "compute_client_name")
 
 
 @click.group("dendro")
@@ -152,7 +154,7 @@ def create_compute_client(adm: Any, services: tuple[str, ...], user_id: str, nam
     """Register a compute client and print (or save) its id and private key."""
     client_id, key = _admin_call(adm.create_compute_client, list(services), user_id, name,
                                  [_parse_slot(s) for s in slots] or None)
-    creds = {"computeClientId": client_id, "computeClientPrivateKey": key, "computeClientName": name}
+    creds = dict(zip(_CREDENTIAL_KEYS, (client_id, key, name)))
     if output is None:
         click.echo(yaml.safe_dump(creds, sort_keys=False), nl=False)
     else:
@@ -170,8 +172,9 @@ def _load_credentials(config: Path | None, client_id: str | None, private_key: s
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise click.ClickException(f"cannot read {path}: {e}") from e
-    client_id = client_id or data.get("computeClientId")
-    private_key = private_key or data.get("computeClientPrivateKey")
+    # camelCase keys: files written by earlier versions of this command.
+    client_id = client_id or data.get("compute_client_id") or data.get("computeClientId")
+    private_key = private_key or data.get("compute_client_private_key") or data.get("computeClientPrivateKey")
     if not client_id or not private_key:
         raise click.ClickException(
             f"no compute client credentials: pass --config, set COMPUTE_CLIENT_ID and COMPUTE_CLIENT_PRIVATE_KEY, "

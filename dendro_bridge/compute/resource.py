@@ -10,7 +10,7 @@ from pathlib import Path
 from dendro_bridge.api import DendroApiError
 from dendro_bridge.compute.api import ComputeApi
 from dendro_bridge.compute.runner import ProcessorRunner, SubprocessRunner
-from dendro_bridge.compute.worker import JobRun, LocalApp, run_job
+from dendro_bridge.compute.worker import JobRun, LocalApp, is_safe_path_part, run_job
 
 log = logging.getLogger("dendro_bridge.compute")
 
@@ -84,6 +84,9 @@ class ComputeResource:
         for job in runnable:
             if self.single_job and self.jobs_started >= 1:
                 break
+            if not is_safe_path_part(job["jobId"]):  # it names the job's working directory
+                log.warning("ignoring job with unsafe id %r", job["jobId"])
+                continue
             if job["jobId"] in self._active or not self.api.claim(job):
                 continue
             definition = job["jobDefinition"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dendro_bridge.api import redact_signed_urls
 from dendro_bridge.appspec import find_processor
 from dendro_bridge.compute.api import ComputeApi
 from dendro_bridge.compute.runner import ProcessorCommand, ProcessorRunner, RunOutcome
@@ -93,20 +94,36 @@ def _execute(run: JobRun, argv: list[str], env: dict[str, str]) -> RunOutcome:
     return run.runner.run(command, run.cancel)
 
 
+def is_safe_path_part(value: Any) -> bool:
+    """One file or folder name: no separators, no NUL, not '', '.' or '..' (so not absolute)."""
+    return isinstance(value, str) and value not in ("", ".", "..") and not any(c in value for c in "/\\\0")
+
+
+def job_file_path(work_dir: Path, kind: str, file: dict[str, Any]) -> Path:
+    """`work_dir/<kind>/<name>/<fileBaseName>` of an input or output file. The names come
+    from the service, so they are untrusted: a name that would leave the job's directory
+    is refused."""
+    for key in ("name", "fileBaseName"):
+        if not is_safe_path_part(file.get(key)):
+            raise ValueError(f"refusing {kind[:-1]} file with unsafe {key} {file.get(key)!r}")
+    return work_dir / kind / file["name"] / file["fileBaseName"]
+
+
 def _run_files_processor(run: JobRun, processor: dict[str, Any]) -> None:
     run.api.set_status(run.job, "running")
     definition = run.job["jobDefinition"]
+    # Every path is checked before anything is written.
+    input_paths = [(inp, job_file_path(run.work_dir, "inputs", inp)) for inp in definition["inputFiles"]]
+    output_paths = {out["name"]: job_file_path(run.work_dir, "outputs", out) for out in definition["outputFiles"]}
     inputs: dict[str, str] = {}
-    for inp in definition["inputFiles"]:
-        path = run.work_dir / "inputs" / inp["name"] / inp["fileBaseName"]
+    for inp, path in input_paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         run.api.download(run.job, inp["url"], str(path))
         inputs[inp["name"]] = str(path)
     outputs: dict[str, str] = {}
-    for out in definition["outputFiles"]:
-        path = run.work_dir / "outputs" / out["name"] / out["fileBaseName"]
+    for name, path in output_paths.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        outputs[out["name"]] = str(path)
+        outputs[name] = str(path)
     parameters = {p["name"]: p["defaultValue"] for p in processor["parameters"] if "defaultValue" in p}
     parameters.update({p["name"]: p.get("value") for p in definition["parameters"]})
     job_file = run.work_dir / "dendro-job.json"
@@ -182,6 +199,7 @@ def _upload_console(run: JobRun) -> None:
 
 def _report_failure(run: JobRun, message: str) -> None:
     """Best effort: upload the console output, then mark the job failed."""
+    message = redact_signed_urls(message)  # exception texts and console tails may quote one
     log.warning("job %s failed: %s", run.job_id, message)
     try:
         _upload_console(run)

@@ -9,6 +9,8 @@ from dendro_bridge.server.registry import ApiError, Context, endpoint, user_has_
 from dendro_bridge.server.slots import select_jobs
 
 _UPLOAD_TYPES = ("output", "consoleOutput", "resourceUtilizationLog", "other")
+# The SDK's monitors upload these logs once more after the job has ended.
+_LOG_UPLOAD_STATUSES = ("starting", "running", "completed", "failed")
 
 
 def _offered_to(client: dict[str, Any], job: dict[str, Any]) -> bool:
@@ -30,39 +32,52 @@ def get_runnable_jobs(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         if service is None or not user_has_right(service, client["userId"], "processJobs"):
             continue
         candidates += [j for j in ctx.db.runnable_jobs(service_name) if _offered_to(client, j)]
-    if "jobId" in req:
-        candidates = [j for j in candidates if j["jobId"] == req["jobId"]]
     if "appNames" in req:
         candidates = [j for j in candidates if j["jobDefinition"]["appName"] in req["appNames"]]
-    selected = select_jobs(client["computeSlots"], running, candidates)
+    if "jobId" in req:
+        # A job asked for by id (`dendro run-pending-job`) is not held back by slot capacity.
+        selected = [j for j in candidates if j["jobId"] == req["jobId"]]
+    else:
+        selected = select_jobs(client["computeSlots"], running, candidates)
     if req.get("singleJob"):
         selected = selected[:1]
-    return {"runnableJobs": selected, "runningJobs": running}
+    return {"runnableJobs": [jobs.runner_view(j) for j in selected],
+            "runningJobs": [jobs.runner_view(j) for j in running]}
 
 
 @endpoint("setJobStatus", write=True, required={"jobId": is_str, "computeClientId": is_str, "status": is_str},
           optional={"error": is_str})
 def set_job_status(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    """`computeClientId: ""` is a job run without a compute client (`dendro run-pending-job`
+    by a user, who got the job's key from getRunnableJob)."""
     job = ctx.job_for_key(req["jobId"])
-    client = ctx.db.compute_client(req["computeClientId"])
-    if client is None:
+    client = ctx.db.compute_client(req["computeClientId"]) if req["computeClientId"] else None
+    if req["computeClientId"] and client is None:
         raise ApiError(404, f"no compute client {req['computeClientId']}")
     if req["status"] == "starting":
         # The claim: the transaction holds the write lock, so exactly one claimant sees 'pending'.
-        if job["status"] != "pending" or not job["isRunnable"] or not _offered_to(client, job) \
-                or job["serviceName"] not in client["serviceNames"]:
+        if job["status"] != "pending" or not job["isRunnable"] or not _may_claim(ctx, client, job):
             raise ApiError(409, f"job {job['jobId']} is {job['status']} and cannot be claimed")
-        job.update(computeClientId=client["computeClientId"], computeClientName=client["computeClientName"],
-                   computeClientUserId=client["userId"])
-    elif job["computeClientId"] != client["computeClientId"]:
+        job.update(computeClientId=req["computeClientId"],
+                   computeClientName=client["computeClientName"] if client else "",
+                   computeClientUserId=client["userId"] if client else None)
+    elif job["computeClientId"] != req["computeClientId"]:
         raise ApiError(403, f"job {job['jobId']} belongs to another compute client")
     jobs.set_status(ctx, job, req["status"], req.get("error"))
     return {}
 
 
-def _active_job(ctx: Context, job_id: str) -> dict[str, Any]:
+def _may_claim(ctx: Context, client: dict[str, Any] | None, job: dict[str, Any]) -> bool:
+    if client is None:
+        return jobs.open_to_any_runner(job)
+    service = ctx.db.service(job["serviceName"])
+    return _offered_to(client, job) and job["serviceName"] in client["serviceNames"] \
+        and service is not None and user_has_right(service, client["userId"], "processJobs")
+
+
+def _active_job(ctx: Context, job_id: str, statuses: tuple[str, ...] = ("starting", "running")) -> dict[str, Any]:
     job = ctx.job_for_key(job_id)
-    if job["status"] not in ("starting", "running"):
+    if job["status"] not in statuses:
         raise ApiError(409, f"job {job_id} is {job['status']}")
     return job
 
@@ -71,8 +86,10 @@ def _active_job(ctx: Context, job_id: str) -> dict[str, Any]:
           optional={"outputName": is_str, "otherName": is_str})
 def get_signed_upload_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     """Uploads above 1000 MiB use one URL too: this service has no multipart uploads."""
-    job = _active_job(ctx, req["jobId"])
-    folder, kind = jobs.job_folder(job), req["uploadType"]
+    kind = req["uploadType"]
+    job = _active_job(ctx, req["jobId"], _LOG_UPLOAD_STATUSES if kind in ("consoleOutput", "resourceUtilizationLog")
+                      else ("starting", "running"))
+    folder = jobs.job_folder(job)
     if kind == "output":
         result = next((r for r in job["outputFileResults"] if r["name"] == req.get("outputName")), None)
         if result is None or ctx.signer.key_of(result["url"]) is None:
@@ -109,7 +126,13 @@ def set_output_file_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @endpoint("getSignedDownloadUrl", required={"jobId": is_str, "url": is_str})
 def get_signed_download_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    """Signs URLs of this service's storage; other URLs are returned as they are."""
-    _active_job(ctx, req["jobId"])
+    """Signs the job's own inputs on this service's storage; URLs elsewhere are returned as
+    they are (there is nothing to sign)."""
+    job = _active_job(ctx, req["jobId"])
     key = ctx.signer.key_of(req["url"])
-    return {"signedUrl": ctx.signer.sign("GET", key) if key is not None else req["url"]}
+    if key is None:
+        return {"signedUrl": req["url"]}
+    # A job key must not become a read credential for every object of the service.
+    if req["url"] not in (f["url"] for f in job["jobDefinition"]["inputFiles"]):
+        raise ApiError(403, f"{req['url']} is not an input of job {job['jobId']}")
+    return {"signedUrl": ctx.signer.sign("GET", key)}

@@ -6,7 +6,7 @@ from typing import Any
 from dendro_bridge.model import DendroJobDefinition, is_bool, is_int, is_str, is_str_list
 from dendro_bridge.hash import job_definition_hash
 from dendro_bridge.server import jobs
-from dendro_bridge.server.registry import ApiError, Context, endpoint
+from dendro_bridge.server.registry import ApiError, Context, endpoint, user_has_right
 from dendro_bridge.server.store import JOB_FILTER_COLUMNS
 
 
@@ -37,10 +37,13 @@ def get_job(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         return {}
     if req["includePrivateKey"]:
         client_id = req.get("computeClientId")
-        if client_id is None or job["computeClientId"] != client_id:
+        if not client_id or job["computeClientId"] != client_id:
             raise ApiError(403, "the private key is only given to the job's compute client")
-        ctx.compute_client(client_id)
-        return {"job": job}
+        client = ctx.compute_client(client_id)
+        service = ctx.db.service(job["serviceName"])
+        # Secrets go only to the client running the job, and only while its user may run it.
+        allowed = service is not None and user_has_right(service, client["userId"], "processJobs")
+        return {"job": job if allowed else jobs.runner_view(job)}
     return {"job": jobs.public_view(job)}
 
 
@@ -101,12 +104,16 @@ def delete_jobs(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
 
 @endpoint("getRunnableJob", required={"jobId": is_str})
 def get_runnable_job(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    """For `dendro run-pending-job`: any user with the processJobs right may run an untargeted job."""
     user, job = ctx.user(), ctx.job(req["jobId"])
-    if job["userId"] != user["userId"]:
-        raise ApiError(403, "only the job's owner may fetch it for running")
+    service = ctx.db.service(job["serviceName"])
+    if service is None or not user_has_right(service, user["userId"], "processJobs"):
+        raise ApiError(403, f"user {user['userId']} may not process jobs of service {job['serviceName']}")
+    if not jobs.open_to_any_runner(job):
+        raise ApiError(400, f"job {job['jobId']} is targeted to specific compute clients")
     if job["status"] != "pending" or not job["isRunnable"]:
         raise ApiError(409, f"job {job['jobId']} is not runnable")
-    return {"job": job}
+    return {"job": jobs.runner_view(job)}
 
 
 def _public_client(client: dict[str, Any]) -> dict[str, Any]:
@@ -134,12 +141,12 @@ def get_service_app(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     app = ctx.db.app(req["serviceName"], req["appName"])
     if app is None:
         raise ApiError(404, f"no app {req['appName']} on service {req['serviceName']}")
-    return {"app": app}
+    return {"serviceApp": app}
 
 
 @endpoint("getServiceApps", required={"serviceName": is_str})
 def get_service_apps(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
-    return {"apps": ctx.db.apps(req["serviceName"])}
+    return {"serviceApps": ctx.db.apps(req["serviceName"])}
 
 
 @endpoint("getComputeClient", required={"computeClientId": is_str})

@@ -6,6 +6,7 @@ import secrets
 import string
 from typing import Any
 
+from dendro_bridge.api import redact_signed_urls
 from dendro_bridge.appspec import check_definition, find_processor
 from dendro_bridge.hash import job_definition_hash
 from dendro_bridge.model import DendroJobDefinition, DendroJobRequiredResources, ValidationError
@@ -25,6 +26,17 @@ def random_id(length: int) -> str:
 def public_view(job: dict[str, Any]) -> dict[str, Any]:
     """A job as submitters see it: no private key, no secrets."""
     return {**job, "jobPrivateKey": None, "secrets": None}
+
+
+def runner_view(job: dict[str, Any]) -> dict[str, Any]:
+    """A job as whoever runs it sees it by default: the private key, but no secrets."""
+    return {**job, "secrets": None}
+
+
+def open_to_any_runner(job: dict[str, Any]) -> bool:
+    """Untargeted jobs (no targets, or '*') may be run without a compute client."""
+    targets = job["targetComputeClientIds"] or []
+    return not targets or "*" in targets
 
 
 def job_folder(job: dict[str, Any]) -> str:
@@ -128,7 +140,8 @@ def set_status(ctx: Context, job: dict[str, Any], status: str, error: str | None
         _record_outputs(ctx, job)
         _finish(job, "completed", None, ctx.now)
     else:
-        _finish(job, "failed", error or "failed with no error message", ctx.now)
+        # Error text comes from the runner and may quote a signed URL: never store a signature.
+        _finish(job, "failed", redact_signed_urls(error or "failed with no error message"), ctx.now)
     ctx.db.put_job(job)
     if status == "completed":
         _update_runnable(ctx, job)

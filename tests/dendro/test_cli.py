@@ -29,8 +29,9 @@ def test_admin_commands_set_up_a_service(tmp_path):
     result = invoke("admin", "--data-dir", data, "create-compute-client", "--service", "svc", "--user", "alice",
                     "--slot", "numCpusMax=8,memoryGbMax=16.5,multiplicity=2", "--output", str(creds))
     assert result.exit_code == 0, result.output
-    assert set(yaml.safe_load(creds.read_text())) == {"computeClientId", "computeClientPrivateKey",
-                                                       "computeClientName"}
+    # The keys `dendro start-compute-client` reads.
+    assert set(yaml.safe_load(creds.read_text())) == {"compute_client_id", "compute_client_private_key",
+                                                       "compute_client_name"}
 
 
 @pytest.mark.parametrize("args, message", [

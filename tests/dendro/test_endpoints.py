@@ -4,8 +4,8 @@ import threading
 import requests
 import yaml
 
-from dendro_bridge import (DendroClient, DendroJobDefinition, DendroJobOutputFile, DendroJobParameter,
-                           DendroJobRequiredResources)
+from dendro_bridge import (DendroClient, DendroJobDefinition, DendroJobInputFile, DendroJobOutputFile,
+                           DendroJobParameter, DendroJobRequiredResources)
 from dendro_bridge.compute import ComputeApi
 from dendro_bridge.server import Admin, make_dendro_server
 from tests.dendro.conftest import HELLO_APP
@@ -21,9 +21,9 @@ def test_lookups_hide_private_keys(tenant):
     api = compute_api(tenant)
     service = post(tenant, "getService", {"serviceName": tenant.service_name}).json()["service"]
     assert service["userId"] == tenant.user_id
-    apps = post(tenant, "getServiceApps", {"serviceName": tenant.service_name}).json()["apps"]
+    apps = post(tenant, "getServiceApps", {"serviceName": tenant.service_name}).json()["serviceApps"]
     assert {a["appName"] for a in apps} == {"hello_world", "testing"}
-    app = post(tenant, "getServiceApp", {"serviceName": tenant.service_name, "appName": "hello_world"}).json()["app"]
+    app = post(tenant, "getServiceApp", {"serviceName": tenant.service_name, "appName": "hello_world"}).json()["serviceApp"]
     assert [p["name"] for p in app["appSpecification"]["processors"]] == \
         ["hello_world_1", "hello_world_2", "count_characters"]
     client = post(tenant, "getComputeClient", {"computeClientId": api.client_id}).json()["computeClient"]
@@ -96,8 +96,20 @@ def test_private_downloads_need_signed_urls(tmp_path):
         console.write_text("secret output")
         api.upload(wire_job, str(console), "consoleOutput")
         assert requests.get(job.consoleOutputUrl, timeout=10).status_code == 403
+        api.set_status(wire_job, "running")
+        api.set_status(wire_job, "completed")  # frees the client's only slot
+        # A job reads a private object through getSignedDownloadUrl when it is one of its inputs.
+        reader = DendroClient(server.public_url, key).submit_job(
+            service_name="s", required_resources=DendroJobRequiredResources(numCpus=1, numGpus=0, memoryGb=1,
+                                                                            timeSec=10),
+            job_definition=DendroJobDefinition(
+                appName="hello_world", processorName="count_characters", parameters=[],
+                inputFiles=[DendroJobInputFile(name="input", fileBaseName="input.txt", url=job.consoleOutputUrl)],
+                outputFiles=[DendroJobOutputFile(name="output", fileBaseName="output.json")]))
+        [wire_reader], _ = api.runnable_jobs(["hello_world"])
+        assert wire_reader["jobId"] == reader.jobId and api.claim(wire_reader)
         downloaded = tmp_path / "downloaded.txt"
-        api.download(wire_job, job.consoleOutputUrl, str(downloaded))  # through getSignedDownloadUrl
+        api.download(wire_reader, job.consoleOutputUrl, str(downloaded))
         assert downloaded.read_text() == "secret output"
     finally:
         server.shutdown()

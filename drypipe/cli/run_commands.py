@@ -94,6 +94,10 @@ def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_l
              for key, changes in sorted(scheduler.stale.items())]
     if scheduler.from_cache:
         notes.append(f"{len(scheduler.from_cache)} tasks restored from cache {scheduler.cache.url}")
+    left_over = sorted(k for k in summary.not_yielded if summary.states.get(k) != st.COMPLETED)
+    if left_over and not summary.unsatisfied_waits:
+        shown = ", ".join(left_over[:5]) + (f" and {len(left_over) - 5} more" if len(left_over) > 5 else "")
+        notes.append(f"not yielded by the generator any more, ignored: {shown}")
     display.summary(summary, time.monotonic() - started, notes)
     ctx.exit(0 if summary.succeeded or (until and not summary.failed) else 1)
 

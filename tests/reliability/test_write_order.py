@@ -154,6 +154,7 @@ def test_fileset_producer_rerun_with_fewer_chunks_drops_the_old_ones(tmp_path):
     assert (tmp_path / "i/output/gather/total.txt").read_text() == "CHUNK 1\nCHUNK 2\nCHUNK 3\n"
     assert sorted(p.name for p in (tmp_path / "i/output/split").iterdir()) == [f"chunk.{i}.txt" for i in (1, 2, 3)]
     assert state_of(tmp_path / "i", "work.4") != "completed"
+    assert "not yielded by the generator any more, ignored: work.4" in result.stdout
 
 
 # -- 5. upstream data deleted after the upstream completed ---------------------------------

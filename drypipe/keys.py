@@ -23,16 +23,6 @@ def check_task_key(key: object) -> str:
     return key
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def check_identifier(name: object, what: str) -> str:
-    """Return `name` if it can be a bash variable name, else a UserError naming `what`."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise UserError(f"{what} {name!r} is not a valid variable name (letters, digits and _)")
-    return name
-
-
 def is_inside_relative_path(path: object) -> bool:
     """True if `path` names something inside a directory: a non-empty, normalised, `/`-separated
     relative path, with no `..` component and no NUL (the rule for a task's output files)."""

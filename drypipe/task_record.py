@@ -126,13 +126,6 @@ class TaskRecord:
         except (OSError, ValueError) as e:
             raise UserError(f"task {self.key}: unreadable {path}: {e}") from e
 
-    def conf_digest(self) -> str | None:
-        """The digest of the definition on disk (None when missing or unreadable)."""
-        try:
-            return self.conf_document().get("digest")
-        except UserError:
-            return None
-
     def task_conf(self):  # -> TaskConf (imported late: task_conf imports the executors' registry)
         from drypipe.task_conf import TaskConf
 
@@ -173,9 +166,6 @@ class TaskRecord:
         if record is None or not record.valid:
             return None
         return record.pid if process_matches(record.pid, record.start_time) else None
-
-    def write_pid(self, pid: int, start_time: str, host: str) -> None:
-        write_atomic(self.path(PID_FILE), f"{pid} {start_time} {host}\n")
 
     # -- claim: the orchestrator hands the task to an executor -----------------------------
 

@@ -117,10 +117,12 @@ def find_processor(spec: dict[str, Any], processor_name: str) -> dict[str, Any] 
 
 def check_definition(processor: dict[str, Any], definition: dict[str, Any]) -> None:
     """The hosted service's rule: every spec input, output and parameter is present (except
-    parameters with a default) and nothing else is."""
+    parameters with a default) and nothing else is.  Like the service, a parameter may be
+    given twice; two input files or two output files of one name are refused here, since
+    they would share a local path or a storage URL."""
     for kind, spec_key in (("inputFiles", "inputs"), ("outputFiles", "outputs"), ("parameters", "parameters")):
         given = [item["name"] for item in definition[kind]]
-        if len(set(given)) != len(given):
+        if kind != "parameters" and len(set(given)) != len(given):
             raise ValidationError(f"duplicate name in {kind}")
         declared = {item["name"]: item for item in processor[spec_key]}
         for name in given:

@@ -45,8 +45,10 @@ def serve(host: str, port: int, data_dir: Path, storage_url: str | None, public_
     from dendro_bridge.server import make_dendro_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if not verbose:
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    if verbose:
+        _log_requests()
+    else:
+        logging.getLogger("waitress").setLevel(logging.WARNING)
     try:
         server = make_dendro_server(host, port, data_dir, storage_url=storage_url, public_url=public_url,
                                     url_ttl_sec=url_ttl_sec, public_downloads=not private_downloads)
@@ -54,10 +56,24 @@ def serve(host: str, port: int, data_dir: Path, storage_url: str | None, public_
         raise click.ClickException(f"cannot listen on {host}:{port}: {e}") from e
     click.echo(f"Dendro service listening on {server.public_url}", nl=True)  # type: ignore[attr-defined]
     sys.stdout.flush()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        server.shutdown()
+
+
+def _log_requests() -> None:
+    """-v: one log line per request (waitress itself does not log requests)."""
+    import flask
+
+    log = logging.getLogger("dendro_bridge.requests")
+
+    def _log(sender: Any, response: Any, **extra: Any) -> None:
+        req = flask.request
+        log.info('%s "%s %s %s" %s', req.remote_addr, req.method, req.path, req.environ.get("SERVER_PROTOCOL"),
+                 response.status_code)
+    flask.request_finished.connect(_log, weak=False)
 
 
 @dendro.group()
@@ -145,7 +161,7 @@ def _parse_slot(value: str) -> dict[str, float]:
 @click.option("--user", "user_id", required=True, help="User id that owns the client.")
 @click.option("--name", default="compute-client", show_default=True)
 @click.option("--slot", "slots", multiple=True, metavar="KEY=N,...",
-              help="A compute slot, e.g. numCpusMax=8,memoryGbMax=32,multiplicity=2 (repeatable).")
+              help="A compute slot, e.g. numCpus=8,memoryGb=32,multiplicity=2 (repeatable).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help=f"Write the credentials to this file (e.g. {COMPUTE_CLIENT_FILE}) instead of printing them.")
 @_pass_admin

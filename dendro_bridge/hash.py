@@ -1,31 +1,74 @@
 """The job-definition hash of the Dendro service, computed as its Node code does.
 
 SHA-1 of deterministic JSON of the definition, after sorting input files, output files
-and parameters by name with JavaScript's `localeCompare` (ICU root collation).  pyuca's
-Unicode Collation Algorithm reproduces that order; Python's `sorted` does not.
+and parameters by name with JavaScript's `localeCompare`: ICU's collation for the default
+locale (`en-US`, the same as ICU's root collation), tertiary strength, canonical
+equivalence on.  Python's `sorted` gives another order.
+
+The sort key comes from ICU itself (PyICU, with ICU bundled, from the `icukit-pyicu`
+package), so the order is current ICU's, as in a current Node.  Where that package cannot
+be installed, pyuca's Unicode Collation Algorithm is the fallback: its table is older
+(Unicode 9 on Python 3.11), so it agrees on ASCII names but not on every character
+(`collation()` says which is in use).
 """
 from __future__ import annotations
 
 import hashlib
+import threading
 from functools import lru_cache
-from typing import Any
-
-import pyuca
+from typing import Any, Callable
 
 from dendro_bridge.jsjson import stringify_sorted
 from dendro_bridge.model import DendroJobDefinition
 
 _SORTED_LISTS = ("inputFiles", "outputFiles", "parameters")
+_local = threading.local()
+
+
+def _icu_key() -> Callable[[str], bytes] | None:
+    try:
+        import icu
+    except ImportError:
+        return None
+
+    def collator() -> Any:
+        # One collator per thread: the service computes hashes on several request threads.
+        c = getattr(_local, "collator", None)
+        if c is None:
+            c = icu.Collator.createInstance(icu.Locale("en_US"))
+            c.setAttribute(icu.UCollAttribute.NORMALIZATION_MODE, icu.UCollAttributeValue.ON)
+            _local.collator = c
+        return c
+
+    def key(name: str) -> bytes:
+        return collator().getSortKey(name)
+    key.version = f"ICU {icu.ICU_VERSION} (Unicode {icu.UNICODE_VERSION})"  # type: ignore[attr-defined]
+    return key
 
 
 @lru_cache(maxsize=1)
-def _collator() -> pyuca.Collator:
-    return pyuca.Collator()  # loads the collation table once (~0.3 s)
+def _sort_key() -> Callable[[str], Any]:
+    key = _icu_key()
+    if key is not None:
+        return key
+    import pyuca
+
+    collator = pyuca.Collator()  # loads the collation table once (~0.3 s)
+
+    def fallback(name: str) -> tuple:
+        return collator.sort_key(name)
+    fallback.version = f"pyuca (UCA {collator.UCA_VERSION} table)"  # type: ignore[attr-defined]
+    return fallback
 
 
-def locale_compare_key(name: str) -> tuple:
+def collation() -> str:
+    """Which collation the hash uses: 'ICU <version> (Unicode <version>)' or pyuca's."""
+    return _sort_key().version  # type: ignore[attr-defined]
+
+
+def locale_compare_key(name: str) -> Any:
     """Sort key equivalent to JavaScript `a.localeCompare(b)` in Node."""
-    return _collator().sort_key(name)
+    return _sort_key()(name)
 
 
 def canonical_definition(definition: DendroJobDefinition | dict[str, Any]) -> dict[str, Any]:

@@ -46,12 +46,24 @@ def is_safe_segment(v: Any) -> bool:
     return is_str(v) and bool(_SAFE_SEGMENT.match(v)) and ".." not in v
 
 
+def is_file_base_name(v: Any) -> bool:
+    """A file name as the service accepts it (spaces, brackets, non-ASCII: `my output (1).txt`,
+    `ç.txt`), short of what would leave its folder: no separator, NUL or control character,
+    not '', '.' or '..'."""
+    return is_str(v) and v not in ("", ".", "..") and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127
+                                                              for c in v)
+
+
 def _is_scalar(v: Any) -> bool:
     return is_str(v) or is_bool(v) or is_number(v)
 
 
 def is_parameter_value(v: Any) -> bool:
-    return v is None or _is_scalar(v) or (isinstance(v, list) and all(_is_scalar(x) for x in v))
+    """null, a string, number or boolean, or a list of strings, of numbers or of booleans
+    (the service refuses a list mixing them)."""
+    if v is None or _is_scalar(v):
+        return True
+    return isinstance(v, list) and any(all(check(x) for x in v) for check in (is_str, is_number, is_bool))
 
 
 def _any(v: Any) -> bool:
@@ -128,7 +140,7 @@ class WireModel:
 @dataclass
 class DendroJobOutputFile(WireModel):
     name: str = wire(is_safe_segment)
-    fileBaseName: str = wire(is_safe_segment)
+    fileBaseName: str = wire(is_file_base_name)
     urlDeterminedAtRuntime: bool | None = wire(is_bool, optional=True)
     # Set by submit_job so this object can be passed as a downstream input url.
     _special_job_output: Any = field(default=None, init=False, repr=False, compare=False)
@@ -146,7 +158,7 @@ class SpecialJobOutput:
 @dataclass
 class DendroJobInputFile(WireModel):
     name: str = wire(is_str)
-    fileBaseName: str = wire(is_safe_segment)
+    fileBaseName: str = wire(is_file_base_name)
     # A string, or before submission a SpecialJobOutput or an upstream DendroJobOutputFile.
     url: str | SpecialJobOutput | DendroJobOutputFile = wire(
         lambda v: isinstance(v, (str, SpecialJobOutput, DendroJobOutputFile)))

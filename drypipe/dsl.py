@@ -47,6 +47,7 @@ class Pipeline:
         pipeline_code_dir: str | None = None,
         containers_dir: str | None = None,
         task_conf: TaskConf | None = None,
+        bash_strict: bool = False,
     ):
         if not callable(generator):
             raise UserError(f"create_pipeline: the generator must be a function, got {generator!r}")
@@ -59,6 +60,9 @@ class Pipeline:
         self.pipeline_code_dir = os.path.abspath(pipeline_code_dir)
         self.containers_dir = os.path.abspath(containers_dir) if containers_dir else None
         self.task_conf = task_conf or TaskConf()
+        if not isinstance(bash_strict, bool):
+            raise UserError(f"create_pipeline: bash_strict must be True or False, got {bash_strict!r}")
+        self.bash_strict = bash_strict  # for the tasks whose TaskConf leaves bash_strict None
         self.conf_defaults: dict[str, Any] = {}  # TaskConf fields from configuration files (drypipe.config)
 
 
@@ -146,19 +150,34 @@ class DSL:
         full_key = check_task_key(self.prefix + key if isinstance(key, str) else key)
         return TaskBuilder(self, full_key, task_conf, user_source_location())
 
-    def var(self, type_: type = str) -> Var:
-        return Var(type_)
+    def var(self, type: type = str, may_be_none: bool = False) -> Var:  # noqa: A002 (the original's keyword)
+        return Var(type, bool(may_be_none))
 
     def val(self, value: Any) -> Val:
         return Val(value)
 
-    def file(self, name: str) -> File:
+    def file(self, name: str, manage_signature: Any = None, remote_cache_bucket: Any = None) -> File:
+        """A file; `manage_signature` and `remote_cache_bucket` (the original DryPipe's remote
+        file cache) are accepted and have no effect: signatures always cover file contents."""
         return File(name)
 
     def fileset(self, glob: str) -> FileSet:
         return FileSet(glob)
 
-    def file_in_pipeline_instance_dir(self, name: str) -> InstanceFile:
+    def file_set(self, glob: str, exclude: str | Iterable[str] | None = None) -> FileSet:
+        """The original DryPipe's spelling of `fileset`; `exclude`: globs (relative to the
+        task's output dir) of files to leave out of the set when it is fetched."""
+        excluded = (exclude,) if isinstance(exclude, str) else tuple(exclude or ())
+        for pattern in excluded:
+            if not isinstance(pattern, str) or not pattern:
+                raise UserError(f"dsl.file_set({glob!r}): exclude takes globs (str), got {pattern!r}")
+        return FileSet(glob, excluded)
+
+    def file_in_pipeline_instance_dir(self, name: str, must_exist: bool = False) -> InstanceFile:
+        """`must_exist` (the original's keyword, there True by default): refuse a missing file
+        now; by default one that does not exist yet is accepted (a task checks when it starts)."""
+        if must_exist and not os.path.exists(os.path.join(self.instance_dir, name)):
+            raise UserError(f"file not found: {os.path.join(self.instance_dir, name)}")
         return InstanceFile(self.instance_dir, name)
 
     def sub_pipeline(self, generator: Callable, prefix: str) -> SubPipeline:
@@ -225,8 +244,14 @@ class DryPipe:
         pipeline_code_dir: str | None = None,
         containers_dir: str | None = None,
         task_conf: TaskConf | None = None,
+        bash_strict: bool = False,
     ) -> Pipeline:
-        return Pipeline(generator, pipeline_code_dir, containers_dir, task_conf)
+        """`bash_strict`: run every bash step with `set -euo pipefail` (a TaskConf's own
+        bash_strict wins); off by default, as in the original DryPipe."""
+        if isinstance(containers_dir, TaskConf) and not isinstance(task_conf, TaskConf):
+            # the original's positional order: (generator, pipeline_code_dir, task_conf, containers_dir)
+            containers_dir, task_conf = task_conf, containers_dir
+        return Pipeline(generator, pipeline_code_dir, containers_dir, task_conf, bash_strict)
 
     @staticmethod
     def python_call(*_args: Any, **_kwargs: Any) -> Callable[[Callable], Callable]:

@@ -63,6 +63,8 @@ def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
             text = env[name] if name in env else _large_input(spec)
             if text is not None:
                 available[name] = parse_var(text, spec["type"])
+            elif spec.get("may_be_none"):  # not set by its producer, which may leave it unset
+                available[name] = None
             continue
         if name not in env:
             continue

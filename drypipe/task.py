@@ -6,6 +6,7 @@ import glob
 import hashlib
 import inspect
 import os
+import pathlib
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Any, Callable
@@ -52,6 +53,8 @@ class Task:
         self.upstream_keys: set[str] = set()
         self.upstream_tasks: list[Task] = []
         self.outputs = TaskOutputs(self)
+        self.out = self.outputs  # the original DryPipe 0.8's spelling: task.out.<name>
+        self.props = TaskProps(key)
 
     def __repr__(self) -> str:
         return f"<task {self.key}>"
@@ -69,6 +72,11 @@ class Task:
             "upstream_keys": sorted(self.upstream_keys),
         }
 
+    def bash_strict(self) -> bool:
+        """Whether bash steps run with `set -euo pipefail`: the TaskConf's choice, else the pipeline's."""
+        chosen = self.task_conf.bash_strict
+        return self.dsl.pipeline.bash_strict if chosen is None else chosen
+
     # -- fetch ---------------------------------------------------------------------------------
 
     def fetch_output(self, name: str) -> Any:
@@ -82,13 +90,17 @@ class Task:
         if isinstance(decl, Var):
             values = TaskRecord(instance_dir, self.key).output_vars()
             if name not in values:
+                if decl.may_be_none:
+                    return None
                 raise UserError(f"task {self.key!r} completed without setting output variable {name!r}")
             return parse_var(values[name], type_name(decl.type))
         if isinstance(decl, File):
             return os.path.join(instance_dir, "output", self.key, decl.name)
-        pattern = os.path.join(instance_dir, "output", self.key, decl.glob)
+        output_dir = os.path.join(instance_dir, "output", self.key)
         return [
-            FileHandle(instance_dir, os.path.relpath(p, instance_dir)) for p in sorted(glob.glob(pattern))
+            FileHandle(instance_dir, os.path.relpath(p, instance_dir))
+            for p in sorted(glob.glob(os.path.join(output_dir, decl.glob)))
+            if decl.keeps(os.path.relpath(p, output_dir))
         ]
 
 
@@ -97,7 +109,25 @@ def _output_spec(name: str, decl: Var | File | FileSet) -> dict[str, Any]:
         return {"name": name, "kind": "var", "type": type_name(decl.type)}
     if isinstance(decl, File):
         return {"name": name, "kind": "file", "path": decl.name}
+    if decl.exclude:
+        return {"name": name, "kind": "fileset", "glob": decl.glob, "exclude": list(decl.exclude)}
     return {"name": name, "kind": "fileset", "glob": decl.glob}
+
+
+class TaskProps(dict):
+    """`task.props`: what `.props(name=value)` gave, also as attributes (`task.props.name`)."""
+
+    def __init__(self, key: str):
+        super().__init__()
+        self._key = key
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise UserError(f"task {self._key!r} has no prop {name!r}") from None
 
 
 class TaskBuilder:
@@ -158,6 +188,8 @@ class TaskBuilder:
                 raise UserError(f"task {task.key!r}: {name!r} is declared twice")
             if isinstance(decl, type):
                 decl = Var(decl)
+            elif isinstance(decl, pathlib.PurePath):  # the original DryPipe's outputs(f=Path("x.tsv"))
+                decl = File(decl.as_posix())
             if isinstance(decl, Var):
                 type_name(decl.type)
             elif isinstance(decl, (File, FileSet)):
@@ -174,6 +206,12 @@ class TaskBuilder:
     produces = outputs
 
     # -- calls ---------------------------------------------------------------------------------
+
+    def props(self, **props: Any) -> "TaskBuilder":
+        """The original DryPipe's task properties: values for the generator, read back as
+        `task.props.<name>`; not part of the task's definition or signature."""
+        self._check_open().props.update(props)
+        return self
 
     def calls(self, code: Any, container: str | None = None) -> "TaskBuilder":
         task = self._check_open()
@@ -225,11 +263,17 @@ def _input_spec(task: Task, name: str, value: Any) -> dict[str, Any]:
         _add_upstream(task, upstream)
         decl = value.decl
         if isinstance(decl, Var):
-            return {"name": name, "kind": "var", "type": type_name(decl.type),
+            spec = {"name": name, "kind": "var", "type": type_name(decl.type),
                     "upstream": upstream.key, "output": value.name}
+            if decl.may_be_none:  # only then: the definitions of other tasks stay as they were
+                spec["may_be_none"] = True
+            return spec
         if isinstance(decl, File):
             return {"name": name, "kind": "file", "path": f"output/{upstream.key}/{decl.name}",
                     "upstream": upstream.key}
+        if decl.exclude:  # a glob input is one bash glob: it cannot leave files out
+            raise UserError(f"task {task.key!r}: input {name!r}: file set {value.name!r} of task "
+                            f"{upstream.key!r} has exclude globs; pass its files (fetch()) instead")
         return {"name": name, "kind": "glob", "pattern": f"output/{upstream.key}/{decl.glob}",
                 "upstreams": [upstream.key]}
     if isinstance(value, MatchedGlob):

@@ -38,6 +38,17 @@ class TaskConf:
     required_resources: dict[str, Any] | None = None
     # Free-form settings for third-party executors.
     executor_options: dict[str, Any] = field(default_factory=dict)
+    # Bash steps with `set -euo pipefail`; None: the pipeline's choice (create_pipeline), by
+    # default off as in the original DryPipe, where only a snippet's last command decides.
+    bash_strict: bool | None = None
+    # The original DryPipe's: options of the interpreter of python calls, and a free label.
+    python_interpreter_switches: list[str] = field(default_factory=list)
+    label: str | None = None
+
+    @staticmethod
+    def default() -> "TaskConf":
+        """The original DryPipe's `TaskConf.default()`: a local process."""
+        return TaskConf("process")
 
     def __init__(self, executer_type: str | None = None, **kwargs: Any):
         # Accept the original DryPipe spellings so its pipelines run unchanged.
@@ -85,6 +96,13 @@ class TaskConf:
             check_type(value, (str, int, float), "be a str, int or float", f"TaskConf: extra_env[{name!r}]")
             if isinstance(value, str):
                 check_text(value, f"TaskConf: extra_env[{name!r}]")
+        check_type(self.bash_strict, (bool, type(None)), "be True, False or None", "TaskConf: bash_strict")
+        check_type(self.python_interpreter_switches, (list, tuple), "be a list of strings",
+                   "TaskConf: python_interpreter_switches")
+        for switch in self.python_interpreter_switches:
+            check_type(switch, str, "be a list of strings", "TaskConf: python_interpreter_switches")
+            check_text(switch, "TaskConf: python_interpreter_switches")
+        self.python_interpreter_switches = list(self.python_interpreter_switches)
         if self.max_simultaneous_jobs is not None and (
             not isinstance(self.max_simultaneous_jobs, int) or self.max_simultaneous_jobs < 1
         ):

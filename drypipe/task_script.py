@@ -46,6 +46,10 @@ def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str, cont
     doc["inputs"] = [dict(spec, matched=_matched_files(task.dsl.instance_dir, spec))
                      if spec["kind"] == "glob" else spec for spec in doc["inputs"]]
     doc["python_bin"] = python_bin
+    # task-conf.json is written with sorted keys, and extra_env values are expanded in the
+    # order given (each may use the ones before it): the order is kept here.
+    doc["extra_env_order"] = list(task.task_conf.extra_env)
+    doc["bash_strict"] = task.bash_strict()
     doc["pipeline_code_dir"] = pipeline_code_dir
     doc["containers_dir"] = containers_dir
     body = json.dumps(doc, sort_keys=True)
@@ -125,10 +129,18 @@ def _task_env(doc: dict[str, Any]) -> str:
         f"export __containers_dir={q(doc['containers_dir'] or '')}",
         f"export __python_bin={q(doc['python_bin'])}",
     ]
+    switches = conf.get("python_interpreter_switches") or []
+    if switches:
+        lines.append(f"__python_switches=({' '.join(map(q, switches))})")
     if conf.get("command_before_task"):
         lines.append(f"export __command_before_task={q(conf['command_before_task'])}")
-    for name, value in sorted((conf.get("extra_env") or {}).items()):
-        lines.append(f"export {name}={q(str(value))}")
+    if doc.get("bash_strict"):
+        lines.append("__bash_strict=1  # bash steps run with set -euo pipefail")
+    extra_env = conf.get("extra_env") or {}
+    for name in doc.get("extra_env_order") or sorted(extra_env):
+        # $name and ${name} are expanded when the task runs, as the original DryPipe did
+        # (os.path.expandvars); the value stays quoted: nothing in it is ever executed.
+        lines.append(f"__extra_env {name} {q(str(extra_env[name]))}")
     for spec in doc["inputs"]:
         name = spec["name"]
         kind = spec["kind"]
@@ -137,7 +149,8 @@ def _task_env(doc: dict[str, Any]) -> str:
         elif kind in ("file", "glob"):
             lines.append(f"export {name}={in_instance(spec['path'] if kind == 'file' else spec['pattern'])}")
         elif kind == "var":
-            lines.append(f"__upstream_var {name} {q(spec['upstream'])} {q(spec['output'])} || return 1")
+            optional = " may_be_none" if spec.get("may_be_none") else ""
+            lines.append(f"__upstream_var {name} {q(spec['upstream'])} {q(spec['output'])}{optional} || return 1")
     files = []
     for spec in doc["outputs"]:
         if spec["kind"] == "file":
@@ -177,6 +190,7 @@ def _is_bash(code: str) -> bool:
 def _task_script(doc: dict[str, Any]) -> str:
     key = doc["key"]
     var_names = [o["name"] for o in doc["outputs"] if o["kind"] == "var"]
+    var_types = [o["type"] for o in doc["outputs"] if o["kind"] == "var"]
     cases = "\n".join(f"        {i}) {_step_command(i, s)} ;;" for i, s in enumerate(doc["steps"]))
     return f"""#!/usr/bin/env bash
 # drypipe task {key}: `./task` runs it (also by hand or under sbatch); `./task --help` for more.
@@ -189,6 +203,7 @@ export __control_dir __pipeline_instance_dir
 export __task_key={q(key)}
 __step_count={len(doc["steps"])}
 __output_var_names=({" ".join(var_names)})
+__output_var_types=({" ".join(var_types)})
 __upstream_keys=({" ".join(q(k) for k in doc.get("upstream_keys", []))})
 __run_step() {{
     case $1 in

@@ -2,6 +2,7 @@
 to the outputs of other tasks."""
 from __future__ import annotations
 
+import fnmatch
 import glob as _glob
 import os
 import posixpath
@@ -62,9 +63,11 @@ def path_problem(path: object, output: bool, glob: bool = False) -> str | None:
 
 @dataclass(frozen=True)
 class Var:
-    """`dsl.var(int)`: an output variable of a declared type."""
+    """`dsl.var(int)`: an output variable of a declared type.  `may_be_none` (the original
+    DryPipe's): a task consuming it still runs when its producer did not set it."""
 
     type: type = str
+    may_be_none: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,15 @@ class File:
 
 @dataclass(frozen=True)
 class FileSet:
-    """`dsl.fileset(glob)`: the files matching a glob in the task's output dir."""
+    """`dsl.fileset(glob)`: the files matching a glob in the task's output dir;
+    `dsl.file_set(glob, exclude=...)` leaves out those matching other globs."""
 
     glob: str
+    exclude: tuple[str, ...] = ()
+
+    def keeps(self, relative: str) -> bool:
+        """False for a file (relative to the output dir) that an exclude glob matches."""
+        return not any(fnmatch.fnmatchcase(relative, pattern) for pattern in self.exclude)
 
 
 class InstanceFile(str):
@@ -175,6 +184,10 @@ class MatchedOutput:
     def __init__(self, matcher: "Matcher", name: str):
         self.matcher = matcher
         self.name = name
+
+    def fetch(self) -> list[Any]:
+        """The original DryPipe's `matcher.all.<output>.fetch()`: that output of each matched task."""
+        return [OutputRef(task, self.name).fetch() for task in self.matcher.tasks]
 
     def as_glob_expression(self) -> MatchedGlob:
         decls = [t.output_decls.get(self.name) for t in self.matcher.tasks]

@@ -39,7 +39,7 @@ class ComputeApi:
         try:
             self.set_status(job, "starting")
         except DendroApiError as e:
-            if e.status == 409:
+            if e.status in (400, 409):  # the service answers 400 to a claim of a job no longer pending
                 return False
             raise
         return True

@@ -52,8 +52,7 @@ class Admin:
             for user_id in [owner, *(users or {})]:
                 if db.user(user_id) is None:
                     raise AdminError(f"no user {user_id}")
-            db.put_service({"serviceName": service_name, "userId": owner, "users": entries,
-                            "timestampCreatedSec": time.time()})
+            db.put_service({"serviceName": service_name, "userId": owner, "users": entries})
 
     def add_app(self, service_name: str, spec: dict[str, Any], spec_uri: str = "") -> str:
         """Register (or replace) an app on a service; returns the app name."""
@@ -82,5 +81,5 @@ class Admin:
             db.put_compute_client({
                 "computeClientId": client_id, "computeClientName": name, "userId": user_id,
                 "serviceNames": service_names, "description": "", "computeSlots": compute_slots,
-                "processJobsForUsers": None, "timestampCreatedSec": time.time()}, private_key)
+                "processJobsForUsers": None}, private_key)
         return client_id, private_key

@@ -1,9 +1,10 @@
 """Endpoints for compute clients (client key) and for running jobs (job private key)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from dendro_bridge.model import is_bool, is_int, is_safe_segment, is_str, is_str_list
+from dendro_bridge.model import is_bool, is_int, is_str, is_str_list
 from dendro_bridge.server import jobs
 from dendro_bridge.server.registry import ApiError, Context, endpoint, user_has_right
 from dendro_bridge.server.slots import select_jobs
@@ -11,6 +12,15 @@ from dendro_bridge.server.slots import select_jobs
 _UPLOAD_TYPES = ("output", "consoleOutput", "resourceUtilizationLog", "other")
 # The SDK's monitors upload these logs once more after the job has ended.
 _LOG_UPLOAD_STATUSES = ("starting", "running", "completed", "failed")
+# An `other` upload's name: up to 6 '/'-separated parts of 1-64 characters, each dot-separated
+# runs of letters, digits, '_' and '-' (as the service checks it).
+_OTHER_NAME_PART = re.compile(r"^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$")
+_MAX_OTHER_SIZE = 1024 ** 3 + 10
+
+
+def is_valid_other_name(name: str) -> bool:
+    parts = name.split("/")
+    return 0 < len(parts) <= 6 and all(0 < len(p) <= 64 and _OTHER_NAME_PART.match(p) for p in parts)
 
 
 def _offered_to(client: dict[str, Any], job: dict[str, Any]) -> bool:
@@ -56,13 +66,15 @@ def set_job_status(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(404, f"no compute client {req['computeClientId']}")
     if req["status"] == "starting":
         # The claim: the transaction holds the write lock, so exactly one claimant sees 'pending'.
-        if job["status"] != "pending" or not job["isRunnable"] or not _may_claim(ctx, client, job):
-            raise ApiError(409, f"job {job['jobId']} is {job['status']} and cannot be claimed")
+        if job["status"] != "pending" or not job["isRunnable"]:
+            raise ApiError(400, f"Trying to start job. Job {job['jobId']} is {job['status']} and cannot be claimed")
+        if not _may_claim(ctx, client, job):
+            raise ApiError(401, f"this compute client may not process job {job['jobId']}")
         job.update(computeClientId=req["computeClientId"],
                    computeClientName=client["computeClientName"] if client else "",
                    computeClientUserId=client["userId"] if client else None)
     elif job["computeClientId"] != req["computeClientId"]:
-        raise ApiError(403, f"job {job['jobId']} belongs to another compute client")
+        raise ApiError(401, f"job {job['jobId']} belongs to another compute client")
     jobs.set_status(ctx, job, req["status"], req.get("error"))
     return {}
 
@@ -82,7 +94,7 @@ def _active_job(ctx: Context, job_id: str, statuses: tuple[str, ...] = ("startin
     return job
 
 
-@endpoint("getSignedUploadUrl", required={"jobId": is_str, "uploadType": is_str, "size": is_int},
+@endpoint("getSignedUploadUrl", write=True, required={"jobId": is_str, "uploadType": is_str, "size": is_int},
           optional={"outputName": is_str, "otherName": is_str})
 def get_signed_upload_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     """Uploads above 1000 MiB use one URL too: this service has no multipart uploads."""
@@ -99,11 +111,30 @@ def get_signed_upload_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
         key = f"{folder}/console_output/output.txt"
     elif kind == "resourceUtilizationLog":
         key = f"{folder}/resource_utilization_log/log.jsonl"
-    elif kind == "other" and is_safe_segment(req.get("otherName")):
-        key = f"{folder}/other/{req['otherName']}"
+    elif kind == "other":
+        key = _other_file_key(ctx, job, folder, req)
     else:
-        raise ApiError(400, f"uploadType must be one of {', '.join(_UPLOAD_TYPES)} (other needs a safe otherName)")
+        raise ApiError(400, f"uploadType must be one of {', '.join(_UPLOAD_TYPES)}")
     return {"signedUrl": ctx.signer.sign("PUT", key), "downloadUrl": ctx.signer.url(key)}
+
+
+def _other_file_key(ctx: Context, job: dict[str, Any], folder: str, req: dict[str, Any]) -> str:
+    """Record an `other` output of the job (`otherFileOutputs`) and return its object key."""
+    name = req.get("otherName")
+    if not name:
+        raise ApiError(400, "Must specify otherName")
+    if not is_valid_other_name(name):
+        raise ApiError(400, "Invalid otherName")
+    if req["size"] > _MAX_OTHER_SIZE:
+        raise ApiError(400, "File size too large")
+    others = job.get("otherFileOutputs") or []
+    if any(o["name"] == name for o in others):
+        raise ApiError(400, "Other file already exists")
+    key = f"{folder}/other/{name}"
+    job["otherFileOutputs"] = [*others, {"name": name, "url": ctx.signer.url(key)}]
+    job["timestampUpdatedSec"] = ctx.now
+    ctx.db.put_job(job)
+    return key
 
 
 @endpoint("setOutputFileUrl", write=True, required={"jobId": is_str, "outputName": is_str, "url": is_str})

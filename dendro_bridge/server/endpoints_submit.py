@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dendro_bridge.model import DendroJobDefinition, is_bool, is_int, is_str, is_str_list
+from dendro_bridge.model import DendroJobDefinition, DendroJobRequiredResources, is_bool, is_int, is_str, is_str_list
 from dendro_bridge.hash import job_definition_hash
 from dendro_bridge.server import jobs
 from dendro_bridge.server.registry import ApiError, Context, endpoint, user_has_right
@@ -27,6 +27,11 @@ def _is_secrets(v: Any) -> bool:
     "skipCache": is_bool, "rerunFailing": is_bool, "deleteFailing": is_bool, "targetComputeClientIds": is_str_list,
 })
 def create_job(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
+    if ctx.token is None:
+        raise ApiError(400, "User API token must be provided")
+    # The request's shape is checked before the key, as by the service.
+    DendroJobDefinition.from_wire(req["jobDefinition"])
+    DendroJobRequiredResources.from_wire(req["requiredResources"])
     return {"job": jobs.public_view(jobs.create_job(ctx, ctx.user(), req))}
 
 
@@ -82,7 +87,7 @@ def _matches(job: dict[str, Any], filters: dict[str, Any]) -> bool:
 def cancel_job(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     user, job = ctx.user(), ctx.job(req["jobId"])
     if job["userId"] != user["userId"]:
-        raise ApiError(403, "only the job's owner may cancel it")
+        raise ApiError(401, "only the job's owner may cancel it")
     jobs.cancel_job(ctx, job)
     return {}
 

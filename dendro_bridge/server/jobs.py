@@ -8,7 +8,7 @@ from typing import Any
 
 from dendro_bridge.api import redact_signed_urls
 from dendro_bridge.appspec import check_definition, find_processor
-from dendro_bridge.hash import job_definition_hash
+from dendro_bridge.hash import canonical_definition, job_definition_hash
 from dendro_bridge.model import DendroJobDefinition, DendroJobRequiredResources, ValidationError
 from dendro_bridge.server.registry import ApiError, Context, user_has_right
 
@@ -46,21 +46,23 @@ def job_folder(job: dict[str, Any]) -> str:
 
 def create_job(ctx: Context, user: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     """createJob: validate, then return the cached job or a new pending one (docs/dendro.md)."""
-    service = ctx.db.service(req["serviceName"])
-    if service is None:
-        raise ApiError(404, f"no service {req['serviceName']}")
-    if req["userId"] not in ("", user["userId"]):
-        raise ApiError(403, "userId does not match the API key")
-    if not user_has_right(service, user["userId"], "createJobs"):
-        raise ApiError(403, f"user {user['userId']} may not create jobs on service {service['serviceName']}")
+    # The service's order of checks and status codes: the request's shape (400), the key
+    # (401), the service (400), the right to create jobs (401), the app and processor (400).
     definition = DendroJobDefinition.from_wire(req["jobDefinition"]).to_wire()
     resources = DendroJobRequiredResources.from_wire(req["requiredResources"]).to_wire()
+    if req["userId"] not in ("", user["userId"]):
+        raise ApiError(401, "userId does not match the API key")
+    service = ctx.db.service(req["serviceName"])
+    if service is None:
+        raise ApiError(400, f"Service not found: {req['serviceName']}")
+    if not user_has_right(service, user["userId"], "createJobs"):
+        raise ApiError(401, f"user {user['userId']} may not create jobs on service {service['serviceName']}")
     app = ctx.db.app(service["serviceName"], definition["appName"])
     if app is None:
-        raise ApiError(404, f"no app {definition['appName']} on service {service['serviceName']}")
+        raise ApiError(400, f"Service app not found: {definition['appName']}")
     processor = find_processor(app["appSpecification"], definition["processorName"])
     if processor is None:
-        raise ApiError(404, f"app {definition['appName']} has no processor {definition['processorName']}")
+        raise ApiError(400, f"Processor not found in app: {definition['processorName']}")
     check_definition(processor, definition)
     for out in definition["outputFiles"]:
         if out["name"] in _RESERVED_OUTPUT_NAMES:
@@ -69,6 +71,8 @@ def create_job(ctx: Context, user: dict[str, Any], req: dict[str, Any]) -> dict[
     if None in upstream:
         raise ValidationError("jobDependencies names a job that does not exist")
 
+    # The service sorts the definition's lists in place to hash it, so jobs carry them sorted.
+    definition = canonical_definition(definition)
     definition_hash = job_definition_hash(definition)
     if not req.get("skipCache"):
         cached = ctx.db.latest_job_with_hash(service["serviceName"], definition_hash)
@@ -130,7 +134,11 @@ def _finish(job: dict[str, Any], status: str, error: str | None, now: float) -> 
 def set_status(ctx: Context, job: dict[str, Any], status: str, error: str | None = None) -> None:
     """Apply a transition of TRANSITIONS and propagate it to dependent jobs."""
     if status not in TRANSITIONS.get(job["status"], set()):
-        raise ApiError(409, f"job {job['jobId']} is {job['status']}; cannot set it to {status}")
+        raise ApiError(400, f"job {job['jobId']} is {job['status']}; cannot set it to {status}")
+    if status == "completed" and error:
+        raise ApiError(400, "Error should not be set for completed job")
+    if status == "failed" and not error:
+        raise ApiError(400, "Error must be set for failed job")
     job["timestampUpdatedSec"] = ctx.now
     if status == "starting":
         job.update(status="starting", timestampStartingSec=ctx.now)
@@ -141,7 +149,7 @@ def set_status(ctx: Context, job: dict[str, Any], status: str, error: str | None
         _finish(job, "completed", None, ctx.now)
     else:
         # Error text comes from the runner and may quote a signed URL: never store a signature.
-        _finish(job, "failed", redact_signed_urls(error or "failed with no error message"), ctx.now)
+        _finish(job, "failed", redact_signed_urls(error or ""), ctx.now)
     ctx.db.put_job(job)
     if status == "completed":
         _update_runnable(ctx, job)
@@ -157,7 +165,8 @@ def _record_outputs(ctx: Context, job: dict[str, Any]) -> None:
         if result["url"] == "" or (key is not None and size is None):
             raise ApiError(409, f"output {result['name']!r} of job {job['jobId']} was not uploaded")
         result["size"] = size
-    job["outputFileUrlList"] = [r["url"] for r in job["outputFileResults"]]
+    job["outputFileUrlList"] = [r["url"] for r in job["outputFileResults"]] + \
+        [o["url"] for o in job.get("otherFileOutputs") or []]
 
 
 def _update_runnable(ctx: Context, upstream: dict[str, Any]) -> None:

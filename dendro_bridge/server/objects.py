@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import time
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import fsspec
 
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]*$")
+from dendro_bridge.model import is_file_base_name
 
 
 class AccessDenied(Exception):
@@ -26,9 +25,9 @@ class AccessDenied(Exception):
 
 
 def check_key(key: str) -> str:
-    """Object keys are '/'-joined safe segments: no traversal, no absolute paths."""
-    parts = key.split("/")
-    if not all(_KEY_SEGMENT.match(p) and ".." not in p for p in parts):
+    """Object keys are '/'-joined file names (see is_file_base_name): no traversal, no
+    absolute paths."""
+    if not all(is_file_base_name(p) for p in key.split("/")):
         raise ValueError(f"invalid object key: {key!r}")
     return key
 
@@ -52,7 +51,7 @@ class UrlSigner:
         """The object key of a URL served by this service, else None."""
         prefix = f"{self.public_url}/f/"
         path = url.split("?", 1)[0]
-        return path[len(prefix):] if path.startswith(prefix) else None
+        return unquote(path[len(prefix):]) if path.startswith(prefix) else None
 
     def _signature(self, method: str, key: str, expires: int) -> str:
         return hmac.new(self.secret, f"{method}\n{key}\n{expires}".encode(), hashlib.sha256).hexdigest()

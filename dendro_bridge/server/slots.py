@@ -1,4 +1,8 @@
-"""Compute slots: which runnable jobs fit a compute client beside the jobs it already runs."""
+"""Compute slots: which runnable jobs fit a compute client beside the jobs it already runs.
+
+A slot has the service's fields and no others: `numCpus`, `numGpus`, `memoryGb`, `timeSec`
+(maximums), `minNumCpus`, `minNumGpus`, `minMemoryGb`, `minTimeSec` and `multiplicity`.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,14 +10,30 @@ from typing import Any
 RESOURCES = ("numCpus", "numGpus", "memoryGb", "timeSec")
 # The hosted service's default: one slot of 4 CPUs, 0 GPUs, 8 GB, 3600 s.
 DEFAULT_SLOT = {
-    "numCpusMin": 0, "numCpusMax": 4, "numGpusMin": 0, "numGpusMax": 0,
-    "memoryGbMin": 0, "memoryGbMax": 8, "timeSecMin": 0, "timeSecMax": 3600, "multiplicity": 1,
+    "numCpus": 4, "numGpus": 0, "memoryGb": 8, "timeSec": 3600,
+    "minNumCpus": 0, "minNumGpus": 0, "minMemoryGb": 0, "minTimeSec": 0, "multiplicity": 1,
 }
 SLOT_KEYS = frozenset(DEFAULT_SLOT)
 
 
+def _min_key(resource: str) -> str:
+    return f"min{resource[0].upper()}{resource[1:]}"
+
+
+# Names that earlier versions of this service stored (`numCpusMax`, `numCpusMin` ...).
+_LEGACY_KEYS = {**{f"{r}Max": r for r in RESOURCES}, **{f"{r}Min": _min_key(r) for r in RESOURCES}}
+
+
+def upgrade_slot(slot: dict[str, Any]) -> dict[str, Any]:
+    """A slot with the service's field names, from one that may use the legacy names."""
+    return {_LEGACY_KEYS.get(k, k): v for k, v in slot.items()}
+
+
 def check_slot(slot: Any) -> dict[str, Any]:
-    """A complete slot (missing keys take the default); raises ValueError when invalid."""
+    """A complete slot (missing keys take the default); raises ValueError when invalid.
+    The legacy names are accepted and stored under the service's names."""
+    if isinstance(slot, dict):
+        slot = upgrade_slot(slot)
     if not isinstance(slot, dict) or set(slot) - SLOT_KEYS:
         raise ValueError(f"a compute slot takes only {', '.join(sorted(SLOT_KEYS))}")
     full = {**DEFAULT_SLOT, **slot}
@@ -25,15 +45,15 @@ def check_slot(slot: Any) -> dict[str, Any]:
 
 
 def _fits(slot: dict[str, Any], required: dict[str, Any]) -> bool:
-    return all(slot[f"{r}Min"] <= required[r] <= slot[f"{r}Max"] for r in RESOURCES)
+    return all(slot[_min_key(r)] <= required[r] <= slot[r] for r in RESOURCES)
 
 
 class SlotPool:
     """Greedy assignment of jobs to slots: a job takes the first fitting slot with room."""
 
     def __init__(self, slots: list[dict[str, Any]]):
-        self.slots = slots
-        self.free = [s["multiplicity"] for s in slots]
+        self.slots = [{**DEFAULT_SLOT, **upgrade_slot(s)} for s in slots]
+        self.free = [s["multiplicity"] or 1 for s in self.slots]
 
     def take(self, required: dict[str, Any]) -> bool:
         for i, slot in enumerate(self.slots):

@@ -90,7 +90,7 @@ def task(instance_dir, task_key, wait, tail, force, by_runner, from_remote, ssh_
 @instance_dir_option
 @task_key_option
 @click.option("--at-step", type=click.IntRange(min=0), help="Restart at this step (zero based).")
-@click.option("--reset", is_flag=True, help="Restart from the first step.")
+@click.option("--reset", is_flag=True, help="Clear the task's results (output dir, output variables), then restart it from the first step.")
 @click.option("--wait", is_flag=True, help="Wait for the task to complete before exiting.")
 @force_option
 @click.option("--from-remote", is_flag=True, hidden=True)
@@ -105,14 +105,34 @@ def restart(instance_dir, task_key, at_step, reset, wait, force, from_remote):
     steps = record.step_count()  # None when unreadable: the task script checks too
     if steps is not None and at_step >= steps:
         raise UserError(f"task {task_key}: --at-step {at_step}: it has {steps} step(s), numbered from 0")
+    if reset:
+        _reset(record, state)
     _run_task_script(instance, task_key, ["--at-step", str(at_step), *(["--force"] if force else [])], wait, False)
+
+
+def _reset(record: TaskRecord, state: str | None) -> None:
+    """--reset: clear the results of earlier runs (as the original's reset does), so steps that
+    append to their outputs start from nothing.  A completed task's marker leaves `completed`
+    first (the task record's rule), to `ready`: the task script moves it on from there."""
+    _refuse_running(record)
+    if st.is_in_flight(state) and record.task_conf().executor_name() != "process":
+        # a Slurm job or a remote run may still be writing there: its results are not ours to clear
+        raise UserError(f"task {record.key} is {state} ({record.task_conf().executor_name()}); "
+                        f"stop it first (`drypipe kill -k {record.key}`), then reset it")
+    if state == st.COMPLETED and not record.move(st.COMPLETED, st.READY):
+        raise UserError(f"task {record.key}: its state changed while resetting it; try again")
+    record.clear_results()
+
+
+def _refuse_running(record: TaskRecord) -> None:
+    pid = record.running_pid()
+    if pid is not None:
+        raise UserError(f"task {record.key} is already running (pid {pid}); `drypipe kill -k {record.key}` stops it")
 
 
 def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, tail: bool) -> None:
     control = instance.existing_control_dir(key)
-    pid = TaskRecord(instance.root, key).running_pid()
-    if pid is not None:
-        raise UserError(f"task {key} is already running (pid {pid}); `drypipe kill -k {key}` stops it")
+    _refuse_running(TaskRecord(instance.root, key))
     command = [str(control / "task"), *args]
     if wait:
         sys.exit(subprocess.call(command))
@@ -159,7 +179,7 @@ def dump_env(instance_dir, task_key):
     control = instance.existing_control_dir(task_key)
     script = (
         'source "$__pipeline_instance_dir/.drypipe/.lib/task-lib.sh"; '
-        'source "$__control_dir/task-env.sh" && env -0'
+        'source "$__control_dir/task-env.sh" || { printf "%s\\n" "$__env_error" >&2; exit 1; }; env -0'
     )
     env = {"PATH": os.environ.get("PATH", ""), "__control_dir": str(control),
            "__pipeline_instance_dir": str(instance.root), "__task_key": task_key}

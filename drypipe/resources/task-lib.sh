@@ -90,16 +90,55 @@ __load_env() {  # sets __env_error and returns 1 when the task's environment can
     fi
 }
 
-__upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output variable of an upstream task
+__expand_vars() {  # sets __expanded to $1 with $name and ${name} replaced by the value of each
+    # exported variable (others are left as they are, like Python's os.path.expandvars, which
+    # the original DryPipe used); only variables: no command substitution, nothing runs
+    local __rest=$1 __name __token __word='^([a-zA-Z0-9_]+)' __braced='^\{([^}]*)\}'
+    __expanded=""
+    while [[ $__rest == *'$'* ]]; do
+        __expanded+=${__rest%%'$'*}
+        __rest=${__rest#*'$'}
+        if [[ $__rest =~ $__braced ]]; then
+            __name=${BASH_REMATCH[1]} __token='$'${BASH_REMATCH[0]}
+        elif [[ $__rest =~ $__word ]]; then
+            __name=${BASH_REMATCH[1]} __token='$'$__name
+        else
+            __expanded+='$'
+            continue
+        fi
+        __rest=${__rest:${#__token}-1}
+        if [[ $__name =~ ^[a-zA-Z_][a-zA-Z0-9_]*$ && ${!__name@a} == *x* ]]; then
+            __expanded+=${!__name}
+        else
+            __expanded+=$__token
+        fi
+    done
+    __expanded+=$__rest
+}
+
+__extra_env() {  # __extra_env NAME VALUE: TaskConf.extra_env, VALUE's variables expanded
+    local __expanded
+    __expand_vars "$2"
+    printf -v "$1" '%s' "$__expanded"
+    export "${1?}"
+}
+
+__upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME [may_be_none]: an output variable of an upstream task
     local file="$__pipeline_instance_dir/.drypipe/$2/output_vars.sh" value
     if [[ ! -f $file ]]; then
-        __env_error="upstream task $2 has no output variables ($file is missing)"
+        __env_error="upstream task $2 has no output variables ($file is missing): input $1 of this task is its output variable $3"
         return 1
     fi
     value=$(unset "$3"; source "$file" || exit 1; [[ -v $3 ]] || exit 3; printf '%sx' "${!3}")
     case $? in
         0) ;;
-        3) __env_error="upstream task $2 did not record output variable $3 (in $file)"; return 1 ;;
+        3)
+            if [[ ${4:-} == may_be_none ]]; then  # declared dsl.var(..., may_be_none=True): runs without it
+                unset "$1"
+                return 0
+            fi
+            __env_error="upstream task $2 did not set output variable $3, input $1 of this task (not in $file)"
+            return 1 ;;
         *) __env_error="cannot read $file"; return 1 ;;
     esac
     printf -v "$1" '%s' "${value%x}"
@@ -108,19 +147,31 @@ __upstream_var() {  # __upstream_var NAME UPSTREAM_KEY OUTPUT_NAME: an output va
 }
 
 __save_output_vars() {  # record the declared output variables set by a bash step
-    local __v __value __tmp="$__control_dir/.output_vars.sh.tmp"
+    local __v __value __line __body="" __tmp="$__control_dir/.output_vars.sh.tmp"
     (( ${#__output_var_names[@]} )) || return 0
-    {
-        for __v in "${__output_var_names[@]}"; do
-            [[ -v $__v ]] || continue
-            __value=${!__v}
-            (( ${#__value} <= __export_limit )) && printf 'export '
-            printf '%s=%q\n' "$__v" "$__value"
-        done
-    } > "$__tmp" || return 1
+    for __v in "${__output_var_names[@]}"; do
+        [[ -v $__v ]] || continue
+        __value=${!__v}
+        printf -v __line '%s=%q' "$__v" "$__value"
+        (( ${#__value} <= __export_limit )) && __line="export $__line"
+        __body+=$__line$'\n'
+    done
+    # One write whose status is checked: a failed write in the middle must not pass.
+    printf '%s' "$__body" > "$__tmp" || return 1
     # The step may have exported a value too large for the environment of `mv`.
     for __v in "${__output_var_names[@]}"; do export -n "$__v" 2>/dev/null; done
     mv -f -- "$__tmp" "$__control_dir/output_vars.sh"
+}
+
+__is_of_type() {  # __is_of_type TYPE VALUE: VALUE reads back as TYPE (values.parse_var), as python calls are checked
+    local __space='[[:space:]]*'
+    case $1 in
+        int) [[ $2 =~ ^${__space}[+-]?[0-9]+${__space}$ ]] ;;
+        float) [[ $2 =~ ^${__space}[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?${__space}$ ||
+                  ${2,,} =~ ^${__space}[+-]?(inf|infinity|nan)${__space}$ ]] ;;
+        bool) [[ ${2,,} =~ ^${__space}(true|false|1|0|yes|no)${__space}$ ]] ;;
+        *) return 0 ;;
+    esac
 }
 
 __json_string() {  # sets __json to a JSON string literal of $1 (UTF-8 passes through), without forks
@@ -150,6 +201,9 @@ __write_output_vars_json() {  # output_vars: JSON of the output variables (sourc
 
 __bash_step() {  # __bash_step FILE: source a bash snippet or script, then record its outputs
     trap '__save_output_vars || exit 70' EXIT  # a step whose variables are not recorded fails
+    # By default, as in the original DryPipe, only the last command's exit code decides;
+    # TaskConf(bash_strict=True) stops at the first failing command, unset variable or pipe.
+    [[ -n ${__bash_strict:-} ]] && set -euo pipefail
     # shellcheck disable=SC1090
     source "$1"
 }
@@ -160,7 +214,7 @@ __exec_step() {  # a script with its own interpreter (shebang other than bash/sh
 }
 
 __python_step() {  # __python_step MODULE:FUNCTION
-    "${__python_bin:-python3}" -m drypipe call "$1"
+    "${__python_bin:-python3}" "${__python_switches[@]}" -m drypipe call "$1"  # switches: TaskConf.python_interpreter_switches
 }
 
 __before_step() {  # TaskConf.command_before_task (module load, conda activate ...)
@@ -209,7 +263,7 @@ __start_time() {  # sets __started to the kernel start time of pid $1 (pid + sta
     __started=${20}
 }
 
-__write_pid() {  # written in place (no rename: a fork): readers take a partial pid file as "starting"
+__write_pid() {  # in place (a rename costs a fork): a reader finding it partial waits out the grace period
     __start_time $$
     printf '%s %s %s\n' "$$" "$__started" "${HOSTNAME:-localhost}" > "$__control_dir/pid"
 }
@@ -263,6 +317,12 @@ __refuse_start() {  # __refuse_start STEP: the task cannot start (its inputs are
 
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
     local __start=$1 __force=$2 __step __rc __state __f __value __missing=() __reason __env_error=""
+    # Signals first, then the pid file: a `task kill` during start-up is recorded as killed.
+    __signalled=""
+    trap '__on_signal killed SIGTERM' TERM
+    trap '__on_signal killed SIGINT' INT
+    trap '__on_signal timed-out SIGUSR1' USR1
+    __write_pid
     if [[ -z $__start ]]; then
         __current_state
         case $__state in
@@ -276,15 +336,14 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     fi
     __load_env || __refuse_start "$__start"
     [[ -d $__task_output_dir && -d $__scratch_dir ]] || mkdir -p "$__task_output_dir" "$__scratch_dir"
-    __write_pid
     __check_inputs "$__start" || exit 1
-    __signalled=""
-    trap '__on_signal killed SIGTERM' TERM
-    trap '__on_signal killed SIGINT' INT
-    trap '__on_signal timed-out SIGUSR1' USR1
     set -m  # each step runs in its own process group, so `task kill` stops all of it
     cd "$__task_output_dir" || exit 1
     for ((__step = __start; __step < __step_count; __step++)); do
+        if [[ -n $__signalled ]]; then  # received before this step started
+            __transition "$__signalled.$__step" "received $__signal_name"
+            exit 143
+        fi
         __transition "step-started.$__step" || exit 1
         ( __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
           __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
@@ -323,19 +382,37 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     done
     # shellcheck disable=SC1091
     [[ -f $__control_dir/output_vars.sh ]] && source "$__control_dir/output_vars.sh"
-    for __f in "${__output_var_names[@]}"; do
+    local __i __type __unset=() __wrong=()
+    for ((__i = 0; __i < ${#__output_var_names[@]}; __i++)); do
+        __f=${__output_var_names[__i]} __type=${__output_var_types[__i]:-str}
         if [[ ! -v $__f ]]; then
-            __missing+=("variable $__f")
-        else
-            __value=${!__f}
-            (( ${#__value} <= __max_value_length )) ||
-                __missing+=("variable $__f (${#__value} characters, more than the $__max_value_length a value may have)")
+            __unset+=("$__f")
+            continue
+        fi
+        __value=${!__f}
+        if (( ${#__value} > __max_value_length )); then
+            __missing+=("variable $__f (${#__value} characters, more than the $__max_value_length a value may have)")
+        elif ! __is_of_type "$__type" "$__value"; then
+            (( ${#__value} <= 200 )) || __value="${__value:0:200}..."
+            __value=${__value//[[:cntrl:]]/?}  # one line in drypipe.log
+            __wrong+=("output variable $__f is declared $__type, but was set to '$__value'")
         fi
     done
     if (( ${#__missing[@]} )); then
-        __transition "failed.$((__step_count - 1))" "missing output(s): ${__missing[*]}"
-        echo "drypipe: task $__task_key: missing output(s): ${__missing[*]}" >> "$__out_log"
+        __wrong=("missing output(s): ${__missing[*]}" "${__wrong[@]}")
+    fi
+    if (( ${#__wrong[@]} )); then
+        printf -v __reason '%s; ' "${__wrong[@]}"
+        __reason=${__reason%; }
+        __transition "failed.$((__step_count - 1))" "$__reason"
+        echo "drypipe: task $__task_key: $__reason" >> "$__out_log"
         exit 1
+    fi
+    # As in the original DryPipe, a declared variable left unset does not fail the task: a
+    # downstream task that consumes it fails when it starts, naming it (see __upstream_var).
+    if (( ${#__unset[@]} )); then
+        __log "warning: output variable(s) not set: ${__unset[*]}"
+        echo "drypipe: task $__task_key: warning: output variable(s) not set: ${__unset[*]}" >> "$__out_log"
     fi
     if (( ${#__output_var_names[@]} )) && ! __write_output_vars_json; then
         __transition "failed.$((__step_count - 1))" "cannot write $__control_dir/output_vars"

@@ -118,20 +118,22 @@ def tenant(dendro_service: DendroService, tmp_path: Path) -> Tenant:
 
 
 def _oracle_works(python: Path) -> bool:
-    check = ("import dendro.client, dendro.sdk, importlib.metadata as m; "
+    # pubnub: the compute client's extra, imported by `dendro start-compute-client` even with --single-job
+    check = ("import dendro.client, dendro.sdk, pubnub, importlib.metadata as m; "
              f"assert m.version('dendro') == '{ORACLE_VERSION}'")
     return python.exists() and subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="session")
 def oracle_python() -> Path:
-    """The interpreter of a venv holding the unmodified official client (created once, reused)."""
+    """The interpreter of a venv holding the unmodified official client with its compute-client
+    extra (created once, reused)."""
     python = ORACLE_VENV / "bin" / "python"
     if _oracle_works(python):
         return python
     shutil.rmtree(ORACLE_VENV, ignore_errors=True)
     steps = [[sys.executable, "-m", "venv", str(ORACLE_VENV)],
-             [str(python), "-m", "pip", "install", "--quiet", f"dendro=={ORACLE_VERSION}"]]
+             [str(python), "-m", "pip", "install", "--quiet", f"dendro[compute-client]=={ORACLE_VERSION}"]]
     for step in steps:
         result = subprocess.run(step, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:

@@ -27,7 +27,7 @@ def test_admin_commands_set_up_a_service(tmp_path):
     assert invoke("admin", "--data-dir", data, "add-app", "--service", "svc", str(HELLO_APP)).exit_code == 0
     creds = tmp_path / "cc.yaml"
     result = invoke("admin", "--data-dir", data, "create-compute-client", "--service", "svc", "--user", "alice",
-                    "--slot", "numCpusMax=8,memoryGbMax=16.5,multiplicity=2", "--output", str(creds))
+                    "--slot", "numCpus=8,memoryGb=16.5,multiplicity=2", "--output", str(creds))
     assert result.exit_code == 0, result.output
     # The keys `dendro start-compute-client` reads.
     assert set(yaml.safe_load(creds.read_text())) == {"compute_client_id", "compute_client_private_key",
@@ -38,7 +38,7 @@ def test_admin_commands_set_up_a_service(tmp_path):
     (["create-service", "svc", "--owner", "nobody"], "no user nobody"),
     (["create-service", "../svc", "--owner", "nobody"], "invalid service name"),
     (["create-compute-client", "--service", "missing", "--user", "alice"], "no service missing"),
-    (["create-compute-client", "--service", "svc", "--user", "alice", "--slot", "numCpus=1"], "compute slot"),
+    (["create-compute-client", "--service", "svc", "--user", "alice", "--slot", "cpus=1"], "compute slot"),
 ])
 def test_admin_errors_are_one_line(tmp_path, args, message):
     data = str(tmp_path / "data")

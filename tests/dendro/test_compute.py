@@ -138,7 +138,7 @@ def test_jobs_that_do_not_fit_the_slots_are_not_offered(tenant):
     tenant.run_compute("--exit-when-idle")
     assert (big.refresh().status, small.refresh().status, untargeted.refresh().status) == \
         ("pending", "completed", "pending")
-    wide = tenant.new_compute_client("wide", slots=[{"numCpusMax": 16, "numCpusMin": 4}])
+    wide = tenant.new_compute_client("wide", slots=[{"numCpus": 16, "minNumCpus": 4}])
     tenant.run_compute("--exit-when-idle", config=wide)
     assert big.refresh().status == "completed"
 

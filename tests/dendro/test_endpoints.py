@@ -27,7 +27,7 @@ def test_lookups_hide_private_keys(tenant):
     assert [p["name"] for p in app["appSpecification"]["processors"]] == \
         ["hello_world_1", "hello_world_2", "count_characters"]
     client = post(tenant, "getComputeClient", {"computeClientId": api.client_id}).json()["computeClient"]
-    assert client["computeClientPrivateKey"] is None and client["computeSlots"][0]["numCpusMax"] == 4
+    assert client["computeClientPrivateKey"] is None and client["computeSlots"][0]["numCpus"] == 4
     clients = post(tenant, "getComputeClients", {"serviceName": tenant.service_name}).json()["computeClients"]
     assert [c["computeClientId"] for c in clients] == [api.client_id]
     assert post(tenant, "getService", {"serviceName": "missing"}).status_code == 404

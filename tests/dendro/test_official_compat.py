@@ -146,7 +146,7 @@ def test_run_pending_job_on_a_compute_client_ignores_slot_capacity(tenant, oracl
     """A job asked for by id is handed out even when it does not fit the client's slots.
     (`dendro run-pending-job --compute-client-dir` itself fails in 0.6.22 before any request,
     calling get_compute_client_daemon without single_job, so its daemon call is made here.)"""
-    path = create_compute_client_file(tenant, tmp_path / "cc", "--slot", "numCpusMax=2")
+    path = create_compute_client_file(tenant, tmp_path / "cc", "--slot", "numCpus=2")
     job = submit(tenant, num_cpus=8)
     code = ("from dendro.compute_client.start_compute_client import get_compute_client_daemon\n"
             f"d = get_compute_client_daemon(dir={str(path.parent)!r}, exit_when_idle=False, single_job=False)\n"

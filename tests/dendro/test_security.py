@@ -102,7 +102,7 @@ def test_secrets_only_reach_the_compute_client_running_the_job(tenant):
     admin.create_user(outsider)
     outsider_id, _ = admin.create_compute_client([tenant.service_name], outsider, "outsider")
     claim = {"jobId": job_id, "computeClientId": outsider_id, "status": "starting"}
-    assert post(tenant, "setJobStatus", claim, wire_job["jobPrivateKey"]).status_code == 409
+    assert post(tenant, "setJobStatus", claim, wire_job["jobPrivateKey"]).status_code == 401
 
     assert api.claim(wire_job)
     running = post(tenant, "getJob", {"jobId": job_id, "includePrivateKey": True, "computeClientId": api.client_id},

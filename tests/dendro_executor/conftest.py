@@ -129,7 +129,7 @@ def tenant(dendro_server: Server, tmp_path: Path):
     for spec in APPS:
         admin.add_app(service, yaml.safe_load(spec.read_text()))
     client_id, key = admin.create_compute_client([service], user, "compute",
-                                                 [{"numCpusMax": 4, "memoryGbMax": 8, "multiplicity": 4}])
+                                                 [{"numCpus": 4, "memoryGb": 8, "multiplicity": 4}])
     config = tmp_path / "compute.yaml"
     config.write_text(yaml.safe_dump({"computeClientId": client_id, "computeClientPrivateKey": key}))
     t = Tenant(dendro_server, service, api_key, config, tmp_path)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The hello_world app written with the official `dendro.sdk` (App / ProcessorBase), as its
 authors write apps; the tests run it unmodified against our service."""
-from dendro.sdk import App, ProcessorBase, InputFile, OutputFile
+from dendro.sdk import App, ProcessorBase, InputFile, OutputFile, upload_additional_job_output
 from pydantic import BaseModel, Field
 
 app = App('hello_sdk', description='Hello world written with the official Dendro SDK')
@@ -70,9 +70,32 @@ class CountCharacters(ProcessorBase):
         context.output.upload('output.json')
 
 
+class HelloReportContext(BaseModel):
+    report: OutputFile = Field(description='Output text file')
+    name: str = Field(description='The name to say hello to', default='world')
+
+
+class HelloReport(ProcessorBase):
+    name = 'hello_report'
+    description = 'Writes a greeting, and a copy of it as an additional output in a folder'
+    label = 'hello_report'
+    image = ''
+    executable = '/app/main.py'
+    attributes = {}
+
+    @staticmethod
+    def run(context: HelloReportContext):
+        for fname in ('report.txt', 'greeting.txt'):
+            with open(fname, 'w') as f:
+                f.write(f'Hello, {context.name}!')
+        context.report.upload('report.txt')  # the SDK deletes the local file after the upload
+        upload_additional_job_output('greeting.txt', 'figures/greeting.txt')
+
+
 app.add_processor(HelloWorld1)
 app.add_processor(HelloWorld2)
 app.add_processor(CountCharacters)
+app.add_processor(HelloReport)
 
 if __name__ == '__main__':
     app.run()

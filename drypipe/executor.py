@@ -1,4 +1,4 @@
-"""The executor plugin interface (DESIGN.md section 8) and the entry-point registry.
+"""The executor plugin interface and the entry-point registry.
 
 The scheduler loop decides what runs; executors only run it.  Every method takes a
 batch of tasks so that a plugin can make one call to its backend per cycle (one

@@ -1,4 +1,4 @@
-"""The scheduler loop (DESIGN.md section 6).
+"""The scheduler loop.
 
 Readiness is a pure function of the state markers on disk: at start the loop reads every
 marker once, then keeps an in-memory index that it updates only from what changes (events of

@@ -1,4 +1,4 @@
-"""Task signatures (DESIGN.md section 7): SHA-256 over everything that determines a task's
+"""Task signatures: SHA-256 over everything that determines a task's
 outputs: its code, literal inputs, the content of input files no task produced, the
 signatures of its upstream tasks, its declared outputs and its container.  Paths of the
 instance and of the code are not part of it, so moving either makes nothing stale."""

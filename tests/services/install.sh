@@ -3,7 +3,7 @@
 #
 # Idempotent and fast when already done: every step first checks whether its result is
 # already there and only then does the work. Run as root (CI is root on a fresh Debian 12
-# machine; nothing installed by hand survives to a new machine, see shared/INFRA.md).
+# machine; nothing installed by hand survives to a new machine).
 #
 # Usage: bash tests/services/install.sh
 set -euo pipefail

@@ -1,7 +1,7 @@
 # Helpers shared by slurm.sh, sshd.sh and s3.sh. Sourced, not run.
 # shellcheck shell=bash
 #
-# The rules they implement (shared/INFRA.md): every server listens on 127.0.0.1 only,
+# The rules they implement: every server listens on 127.0.0.1 only,
 # daemons are started directly and their pids recorded, and they are stopped by those
 # pids after checking the pid still belongs to the program we started - never by name.
 

@@ -6,6 +6,7 @@ batch of tasks so that a plugin can make one call to its backend per cycle (one
 """
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drypipe import state as st
 from drypipe.errors import UserError
 
 if TYPE_CHECKING:
@@ -67,8 +69,6 @@ class Liveness:
 def lost_grace_seconds() -> float:
     """How long a task its executor reports gone may take to show its final marker
     (DRYPIPE_LOST_GRACE_SECONDS, default 30: above a network file system's attribute cache)."""
-    import os
-
     try:
         return float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
     except ValueError:
@@ -98,8 +98,6 @@ class EndWatch:
 
 def outcome_state(liveness: Liveness, marker: str | None) -> str:
     """The state recorded for a task that ended as `liveness` says, from marker `marker`."""
-    from drypipe import state as st
-
     if liveness.outcome in (st.READY, st.LOST):
         return liveness.outcome
     return f"{liveness.outcome}.{st.step_of(marker)}"

@@ -120,8 +120,6 @@ def _large_input(spec: dict[str, Any]) -> str | None:
     """An input value too large to be exported (see EXPORT_LIMIT), read from where it is kept."""
     if spec["kind"] == "value":
         return spec["value"]
-    from drypipe.task_record import TaskRecord
-
     return TaskRecord(os.environ["__pipeline_instance_dir"], spec["upstream"]).output_vars().get(spec["output"])
 
 

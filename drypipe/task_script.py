@@ -5,6 +5,7 @@ can be moved or copied."""
 from __future__ import annotations
 
 import fnmatch
+import glob
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 from drypipe import state as st
 from drypipe.instance import Instance, write_atomic, write_new
 from drypipe.task import Task, _check_variable_name
+from drypipe.task_record import TaskRecord
 
 LIB_RELATIVE_PATH = ".drypipe/.lib/task-lib.sh"
 
@@ -60,10 +62,6 @@ def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str, cont
 def _matched_files(instance_dir: str, spec: dict[str, Any]) -> list[str]:
     """The files a glob input matches on disk, and those its upstream tasks recorded as their
     outputs when they completed: one deleted since is still expected (and found missing)."""
-    import glob
-
-    from drypipe.task_record import TaskRecord
-
     upstreams = [TaskRecord(instance_dir, key) for key in spec.get("upstreams", [])]
     if any(record.state() != st.COMPLETED for record in upstreams):
         return []  # yielded before its upstream tasks completed: what they will make is not known yet

@@ -1,7 +1,8 @@
-"""What `drypipe run` shows while it runs.
+"""What `drypipe run` shows while it runs, and at the end.
 
-- On a terminal (stderr): a live `rich` panel: tasks per state, per executor, elapsed time and
-  an estimate of the time left, and the last failures with the tail of their out.log.
+- On a terminal (stderr): a live `rich` panel: tasks per state, a row per group of tasks (the
+  key patterns of `drypipe graph`) with its counts and longest running time, the longest
+  running tasks, the last failures with their log, elapsed time and an estimate of the time left.
 - Otherwise: plain timestamped lines on stdout, one per task that completes or fails (and with
   -v, per launch), each with the running counts; no control characters.
 - `--json-log`: one JSON object per state change on stdout, and a summary object at the end.
@@ -9,20 +10,25 @@
 
 The scheduler calls `on_change(key, old, new)` for every state change; counts are read from the
 scheduler's in-memory index of states, so tasks already completed by an earlier run count too.
+The summary at the end lists the first failures in natural order, and the commands to go on.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from drypipe import state as st
+from drypipe.graph import numbered_pattern
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
 
@@ -99,8 +105,80 @@ def columns(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
     return lines
 
 
+FAILURES_SHOWN = 10  # in the summary at the end; the rest is counted
+FAILURE_LOGS_SHOWN = 3  # failures whose log excerpt the summary shows
+BLOCKED_SHOWN = 5
+PANEL_GROUPS = 8  # rows of task groups in the live panel
+PANEL_RUNNING = 5  # running tasks named in the live panel
+PANEL_WIDTH = 100  # at most: the panel keeps its width from one frame to the next
+
+
+def tasks_text(count: int) -> str:
+    return f"{count} task" if count == 1 else f"{count} tasks"
+
+
+def shown_path(path: Path) -> str:
+    """A path as the user can paste it: relative to the current directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def log_path(instance: Instance, key: str) -> str:
+    return shown_path(instance.control_dir(key) / "out.log")
+
+
+def run_log_path(instance: Instance) -> str:
+    from drypipe.run_log import RUN_LOG_FILE  # run_log imports this module
+
+    return shown_path(instance.drypipe_dir / RUN_LOG_FILE)
+
+
+def log_excerpt(instance: Instance, key: str, lines: int) -> list[str]:
+    """The end of a task's out.log; for a Python exception, from the start of its traceback
+    (its middle elided when it is long)."""
+    tail = [clean(line) for line in TaskRecord(instance.root, key).tail(max(lines, 40))]
+    starts = [i for i, line in enumerate(tail) if line.startswith("Traceback (most recent call last)")]
+    if not starts or lines < 5:  # too few lines for a head: the end has the exception
+        return tail[-lines:]
+    body = tail[starts[-1]:]
+    return body if len(body) <= lines else [body[0], "  ..."] + body[-(lines - 2):]
+
+
+@dataclass
+class Commands:
+    """The command lines that go on from this run, as the user typed its arguments."""
+
+    run: str  # e.g. `drypipe run -p my.pipeline:gen -i run1`
+    instance: str  # e.g. `-i run1`
+
+    def restart_failed(self) -> str:
+        return f"{self.run} --restart-failed"
+
+    def status(self, state: str) -> str:
+        return f"drypipe status {self.instance} --state {state}"
+
+    def kill(self) -> str:
+        return f"drypipe kill {self.instance}"
+
+
+@dataclass
+class View:
+    """What the live panel draws, copied from the Progress under its lock."""
+
+    counts: Counter
+    executors: dict[str, Counter]
+    patterns: dict[str, Counter]
+    total: int
+    running: dict[str, tuple[float, str]]  # key -> (epoch it was launched, its pattern)
+    failures: list[tuple[str, str, list[str]]] = field(default_factory=list)
+
+
 class Progress:
-    """Counts, throughput and recent failures of one run, from the scheduler's view of states.
+    """Counts, throughput, running tasks and recent failures of one run, from the scheduler's
+    view of states.
 
     Counts are taken in full from the scheduler at the first state change, then updated from
     each change (a run of 10,000 tasks costs no more per change than a run of 10)."""
@@ -114,34 +192,56 @@ class Progress:
         self.lock = threading.Lock()
         self._counts: Counter | None = None
         self._executors: dict[str, Counter] = {}
-        self._group: dict[str, tuple[str, str]] = {}  # key -> (group, executor) as counted
+        self._patterns: dict[str, Counter] = {}
+        self._group: dict[str, tuple[str, str, str]] = {}  # key -> (group, executor, pattern) as counted
+        self._running: dict[str, tuple[float, str]] = {}
         self._cached: set[str] = set()
 
-    def _classify(self, key: str, state: str | None) -> tuple[str, str]:
+    def _classify(self, key: str, state: str | None) -> tuple[str, str, str]:
         conf = self.scheduler.confs.get(key)
         group = "cached" if state == st.COMPLETED and key in self._cached else group_of(state)
-        return group, executor_of(conf)
+        return group, executor_of(conf), numbered_pattern(key)
 
-    def _count_all(self) -> tuple[Counter, dict[str, Counter], dict[str, tuple[str, str]]]:
+    def _add(self, key: str, state: str | None, counts: Counter, executors: dict[str, Counter],
+             patterns: dict[str, Counter], groups: dict[str, tuple[str, str, str]]) -> None:
+        group, executor, pattern = groups[key] = self._classify(key, state)
+        counts[group] += 1
+        executors.setdefault(executor, Counter())[group] += 1
+        patterns.setdefault(pattern, Counter())[group] += 1
+
+    def _count_all(self) -> tuple[Counter, dict[str, Counter], dict[str, Counter], dict[str, tuple[str, str, str]],
+                                  dict[str, tuple[float, str]]]:
+        """Counts, groups and running tasks from every state the scheduler knows."""
         counts: Counter = Counter()
         executors: dict[str, Counter] = {}
-        groups = {}
+        patterns: dict[str, Counter] = {}
+        groups: dict[str, tuple[str, str, str]] = {}
+        running = {}
         for key, state in dict(self.scheduler.states).items():  # dict copies are atomic under the GIL
-            group, executor = groups[key] = self._classify(key, state)
-            counts[group] += 1
-            executors.setdefault(executor, Counter())[group] += 1
-        return counts, executors, groups
+            self._add(key, state, counts, executors, patterns, groups)
+            if st.is_in_flight(state):
+                if key not in self._running:  # adopted: running since its first step (read once)
+                    since = TaskRecord(self.instance.root, key).timing().started or time.time()
+                    self._running[key] = (since, groups[key][2])
+                running[key] = self._running[key]
+        return counts, executors, patterns, groups, running
+
+    def view(self) -> View:
+        """A copy of the counts, running tasks and recent failures."""
+        if self.scheduler is None:
+            return View(Counter(), {}, {}, 0, {})
+        with self.lock:
+            if self._counts is None:  # before the first change: count afresh
+                counts, executors, patterns, groups, running = self._count_all()
+                return View(counts, executors, patterns, len(groups), running, list(self.failures))
+            return View(Counter(self._counts), {n: Counter(c) for n, c in self._executors.items()},
+                        {p: Counter(c) for p, c in self._patterns.items()}, len(self._group),
+                        dict(self._running), list(self.failures))
 
     def snapshot(self) -> tuple[Counter, dict[str, Counter], int]:
         """(tasks per group, tasks per executor and group, total)."""
-        if self.scheduler is None:
-            return Counter(), {}, 0
-        with self.lock:
-            if self._counts is not None:
-                return (Counter(self._counts), {n: Counter(c) for n, c in self._executors.items()},
-                        len(self._group))
-            counts, executors, groups = self._count_all()  # before the first change: count afresh
-        return counts, executors, len(groups)
+        view = self.view()
+        return view.counts, view.executors, view.total
 
     def note(self, key: str, old: str | None, new: str | None) -> None:
         """Called by the scheduler's thread for every state change, after the change."""
@@ -151,22 +251,24 @@ class Progress:
             if new == st.COMPLETED and key in self.scheduler.from_cache:
                 self._cached.add(key)
             if self._counts is None:
-                self._counts, self._executors, self._group = self._count_all()
+                self._counts, self._executors, self._patterns, self._group, self._running = self._count_all()
             else:
                 before = self._group.get(key)
                 if before is not None:
                     self._counts[before[0]] -= 1
                     self._executors[before[1]][before[0]] -= 1
-                group, executor = self._group[key] = self._classify(key, new)
-                self._counts[group] += 1
-                self._executors.setdefault(executor, Counter())[group] += 1
+                    self._patterns[before[2]][before[0]] -= 1
+                self._add(key, new, self._counts, self._executors, self._patterns, self._group)
+            if st.is_in_flight(new):
+                self._running.setdefault(key, (time.time(), self._group[key][2]))
+            else:
+                self._running.pop(key, None)
             if new == st.COMPLETED or st.is_failure(new):
                 self.finished_here += 1
         if st.is_failure(new):
-            reason = failure_text(self.instance, key, new)
-            tail = [clean(line) for line in TaskRecord(self.instance.root, key).tail(3)]
+            failure = (key, failure_text(self.instance, key, new), log_excerpt(self.instance, key, 3))
             with self.lock:
-                self.failures.append((key, reason, tail))
+                self.failures.append(failure)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -195,9 +297,10 @@ def counts_text(counts: Counter, total: int) -> str:
 class RunDisplay:
     """Base: the `on_change` callback for the scheduler, and the end-of-run summary."""
 
-    def __init__(self, instance: Instance, verbose: bool = False):
+    def __init__(self, instance: Instance, verbose: bool = False, commands: Commands | None = None):
         self.instance = instance
         self.verbose = verbose
+        self.commands = commands or Commands("drypipe run", f"-i {shown_path(instance.root)}")
         self.progress = Progress(instance)
 
     def attach(self, scheduler: "Scheduler") -> None:
@@ -212,8 +315,15 @@ class RunDisplay:
     def __exit__(self, *exc: Any) -> None:
         pass
 
+    def stop(self, interrupted: bool = False) -> None:
+        """Stop drawing (the run is over, or stopped by Ctrl-C)."""
+
+    def message(self, text: str) -> None:
+        """A line for the user outside the live display (stderr)."""
+        click.echo(text, err=True)
+
     def summary(self, summary: "RunSummary", seconds: float, notes: list[str]) -> None:
-        """Counts, then every failure with its reason and the tail of its log (stderr)."""
+        """Counts, then the first failures with their reason and log, and what to do next."""
         for note in notes:
             click.echo(note)
         counts = summary.counts()
@@ -222,18 +332,51 @@ class RunDisplay:
         self.failure_details(summary)
 
     def failure_details(self, summary: "RunSummary") -> None:
-        for key in summary.failed:
+        """On stderr: the first failures in natural order (the first few with the end of their
+        log), what waits on them, and the commands that go on."""
+        failed = sorted(summary.failed, key=natural_key)
+        for i, key in enumerate(failed[:FAILURES_SHOWN]):
             reason = failure_text(self.instance, key, summary.states[key])
-            click.echo(f"FAILED {key}: {reason}; log: {self.instance.control_dir(key) / 'out.log'}", err=True)
-            for line in TaskRecord(self.instance.root, key).tail():
-                click.echo(f"    {clean(line)}", err=True)
-        for key, upstreams in sorted(summary.blocked.items())[:20]:
+            click.echo(f"FAILED {key}: {reason}; log: {log_path(self.instance, key)}", err=True)
+            if i < FAILURE_LOGS_SHOWN:
+                for line in log_excerpt(self.instance, key, 6):
+                    click.echo(f"    {line}", err=True)
+        if len(failed) > FAILURES_SHOWN:
+            click.echo(f"+{len(failed) - FAILURES_SHOWN} more failed ({self.commands.status('failed')})", err=True)
+        blocked = sorted(summary.blocked.items(), key=lambda item: natural_key(item[0]))
+        for key, upstreams in blocked[:BLOCKED_SHOWN]:
             click.echo(f"waiting {key}: upstream not completed: {', '.join(upstreams)}", err=True)
-        if len(summary.blocked) > 20:
-            click.echo(f"... and {len(summary.blocked) - 20} more tasks waiting (drypipe status --state waiting)",
+        if len(blocked) > BLOCKED_SHOWN:
+            click.echo(f"+{len(blocked) - BLOCKED_SHOWN} more waiting ({self.commands.status('waiting')})",
                        err=True)
         for wait in summary.unsatisfied_waits:
             click.echo(f"generator still waits: {wait}", err=True)
+        if failed:
+            click.echo(f"next: fix the cause, then  {self.commands.restart_failed()}", err=True)
+            click.echo(f"      every failure:        {self.commands.status('failed')}", err=True)
+            click.echo(f"      the run log:          {run_log_path(self.instance)}", err=True)
+
+    def interrupted(self, running: list[str], wait: float | None) -> None:
+        """After Ctrl-C: which tasks keep running, and how to adopt or stop them (stderr).
+        `wait`: seconds a second Ctrl-C has to stop them too (None: no second chance)."""
+        if not running:
+            self.message("interrupted: no task was running")
+            return
+        shown = ", ".join(sorted(running, key=natural_key)[:5]) + (f", +{len(running) - 5} more"
+                                                                   if len(running) > 5 else "")
+        verb = "keeps" if len(running) == 1 else "keep"
+        self.message(f"interrupted: {tasks_text(len(running))} {verb} running ({shown})")
+        self.message(f"  adopt them:  {self.commands.run}  (run it again)")
+        self.message(f"  stop them:   {self.commands.kill()}")
+        self.message(f"  what ran:    {run_log_path(self.instance)}")
+        if wait is not None:
+            self.message(f"Press Ctrl-C again within {wait:.0f} s to stop them now.")
+
+    def stopped(self, states: dict[str, str | None]) -> None:
+        """After the second Ctrl-C: what became of the tasks it stopped."""
+        self.message(f"second Ctrl-C: stopped {tasks_text(len(states))}")
+        for key in sorted(states, key=natural_key):
+            self.message(f"  {key}: {states[key]}")
 
 
 class PlainDisplay(RunDisplay):
@@ -245,7 +388,7 @@ class PlainDisplay(RunDisplay):
         if not (new == st.COMPLETED or failure or (self.verbose and new in (st.LAUNCHED, st.READY))):
             return
         counts, _, total = self.progress.snapshot()
-        what = failure_text(self.instance, key, new) if failure else new
+        what = f"{failure_text(self.instance, key, new)}; log: {log_path(self.instance, key)}" if failure else new
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{stamp} {key}: {what}  [{counts_text(counts, total)}; "
                    f"{duration_text(self.progress.elapsed())} elapsed]")
@@ -286,15 +429,29 @@ class JsonDisplay(RunDisplay):
             "blocked": summary.blocked, "unsatisfied_waits": summary.unsatisfied_waits, "notes": notes,
         }))
 
+    def interrupted(self, running: list[str], wait: float | None) -> None:
+        click.echo(json.dumps({"event": "interrupted", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               "running": sorted(running, key=natural_key)}))
+        super().interrupted(running, wait)
+
+    def stopped(self, states: dict[str, str | None]) -> None:
+        click.echo(json.dumps({"event": "stopped", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "states": states}))
+        super().stopped(states)
+
+
+_STYLES = {"waiting": "dim", "ready": "cyan", "running": "blue", "completed": "green",
+           "failed": "bold red", "cached": "magenta"}
+
 
 class LiveDisplay(RunDisplay):
     """A rich Live panel on stderr, redrawn twice a second (and once more at the end)."""
 
-    def __init__(self, instance: Instance, console, verbose: bool = False):
-        super().__init__(instance, verbose)
+    def __init__(self, instance: Instance, console, verbose: bool = False, commands: Commands | None = None):
+        super().__init__(instance, verbose, commands)
         self.console = console
         self.live = None
         self.ended: float | None = None
+        self.was_interrupted = False
 
     def __enter__(self) -> "LiveDisplay":
         from rich.live import Live
@@ -306,8 +463,12 @@ class LiveDisplay(RunDisplay):
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.stop(interrupted=exc[0] is not None and issubclass(exc[0], KeyboardInterrupt))
+
+    def stop(self, interrupted: bool = False) -> None:
         if self.live is not None:
             self.ended = self.progress.elapsed()
+            self.was_interrupted = interrupted
             self.live.stop()  # draws the final state once more
             self.live = None
         self._restore_logging()
@@ -355,59 +516,142 @@ class LiveDisplay(RunDisplay):
     def render(self):
         from rich.console import Group
         from rich.panel import Panel
+
+        view = self.progress.view()
+        width = min(self.console.width, PANEL_WIDTH)
+        inner = width - 4  # borders and padding
+        parts: list = [self._states(view), self._bar(view, inner)]
+        if len(view.executors) > 1:
+            parts += self._executors(view)
+        parts += self._groups(view, inner)
+        parts += self._longest_running(view, inner)
+        parts += self._failures(view, inner)
+        title = f"drypipe run  {shown_path(self.instance.root)}"
+        return Panel(Group(*parts), title=title, title_align="left", border_style="blue", width=width)
+
+    @staticmethod
+    def _states(view: View):
+        from rich.table import Table
+        from rich.text import Text
+
+        states = Table.grid(padding=(0, 2))
+        for _ in GROUPS:
+            states.add_column(justify="right")
+        states.add_row(*[Text(g, style=_STYLES[g]) for g in GROUPS])
+        states.add_row(*[Text(str(view.counts[g]), style=_STYLES[g] if view.counts[g] else "dim") for g in GROUPS])
+        return states
+
+    def _bar(self, view: View, inner: int):
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
 
-        progress = self.progress
-        counts, executors, total = progress.snapshot()
-        elapsed = progress.elapsed() if self.ended is None else self.ended
-        done = counts["completed"] + counts["cached"]
-        states = Table.grid(padding=(0, 2))
-        styles = {"waiting": "dim", "ready": "cyan", "running": "blue", "completed": "green",
-                  "failed": "bold red", "cached": "magenta"}
-        for group in GROUPS:
-            states.add_column(justify="right")
-        states.add_row(*[Text(g, style=styles[g]) for g in GROUPS])
-        states.add_row(*[Text(str(counts[g]), style=styles[g] if counts[g] else "dim") for g in GROUPS])
-        eta = progress.eta(counts)
+        done = view.counts["completed"] + view.counts["cached"]
         if self.ended is not None:
-            times = f"finished in {duration_text(elapsed)}"
+            how = "stopped (Ctrl-C) after" if self.was_interrupted else "finished in"
+            times = f"{how} {duration_text(self.ended)}"
         else:
-            times = f"elapsed {duration_text(elapsed)}  ETA {'-' if eta is None else duration_text(eta)}"
+            eta = self.progress.eta(view.counts)
+            left = "-" if eta is None else duration_text(eta)
+            times = f"elapsed {duration_text(self.progress.elapsed())}  ETA {left}"
+        text = f"{done}/{view.total} tasks  {times}"
         bar = Table.grid(padding=(0, 1))
-        bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=40), Text(f"{done}/{total} tasks  {times}"))
-        parts: list = [states, bar]
-        if executors:
-            table = Table.grid(padding=(0, 2))
-            table.add_column(style="bold")
-            table.add_column()
-            for name, c in sorted(executors.items()):
-                table.add_row(name, ", ".join(f"{c[g]} {g}" for g in GROUPS if c[g]) or "-")
-            parts += [Text("executors", style="bold underline"), table]
-        with progress.lock:
-            failures = list(progress.failures)
-        if failures:
-            parts.append(Text("last failures", style="bold red underline"))
-            for key, reason, tail in failures:
-                parts.append(Text.assemble((key, "bold red"), f": {reason}"))
-                for line in tail:
-                    parts.append(Text(f"    {line}", style="dim", no_wrap=True, overflow="ellipsis"))
-        title = f"drypipe run  {self.instance.root}"
-        return Panel(Group(*parts), title=title, title_align="left", border_style="blue", expand=False)
+        width = max(10, min(40, inner - len(text) - 1))  # the text stays on the line at 80 columns
+        bar.add_row(ProgressBar(total=max(view.total, 1), completed=done, width=width), Text(text))
+        return bar
+
+    @staticmethod
+    def _executors(view: View) -> list:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        for name, c in sorted(view.executors.items()):
+            table.add_row(name, ", ".join(f"{c[g]} {g}" for g in GROUPS if c[g]) or "-")
+        return [Text("executors", style="bold underline"), table]
+
+    @staticmethod
+    def _groups(view: View, inner: int) -> list:
+        """A row per key pattern: done, failed, running of total, and its longest running task."""
+        from rich.table import Table
+        from rich.text import Text
+
+        if not view.patterns:
+            return []
+        now = time.time()
+        longest: dict[str, float] = {}
+        for since, pattern in view.running.values():
+            longest[pattern] = max(longest.get(pattern, 0.0), now - since)
+        table = Table.grid(padding=(0, 2))
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=max(12, inner - 48))
+        for _ in range(5):
+            table.add_column(justify="right", no_wrap=True)
+        table.add_row(*[Text(h, style="bold") for h in ("group", "done", "failed", "running", "total", "longest")])
+        patterns = sorted(view.patterns, key=natural_key)
+        for pattern in patterns[:PANEL_GROUPS]:
+            c = view.patterns[pattern]
+            table.add_row(pattern, str(c["completed"] + c["cached"]),
+                          Text(str(c["failed"]), style="bold red" if c["failed"] else ""),
+                          Text(str(c["running"]), style="blue" if c["running"] else ""), str(sum(c.values())),
+                          duration_text(longest[pattern]) if pattern in longest else "")
+        parts: list = [table]
+        if len(patterns) > PANEL_GROUPS:
+            parts.append(Text(f"+{len(patterns) - PANEL_GROUPS} more groups", style="dim"))
+        return parts
+
+    @staticmethod
+    def _longest_running(view: View, inner: int) -> list:
+        """The tasks running longest, with the time since their launch."""
+        from rich.table import Table
+        from rich.text import Text
+
+        if not view.running:
+            return []
+        now = time.time()
+        oldest = sorted(view.running.items(), key=lambda item: (item[1][0], natural_key(item[0])))
+        table = Table.grid(padding=(0, 2))
+        table.add_column(no_wrap=True, overflow="ellipsis", max_width=max(12, inner - 12))
+        table.add_column(justify="right", no_wrap=True)
+        for key, (since, _) in oldest[:PANEL_RUNNING]:
+            table.add_row(f"  {key}", duration_text(now - since))
+        parts: list = [Text(f"running, longest first ({len(oldest)})", style="bold blue underline"), table]
+        if len(oldest) > PANEL_RUNNING:
+            parts.append(Text(f"  +{len(oldest) - PANEL_RUNNING} more", style="dim"))
+        return parts
+
+    def _failures(self, view: View, inner: int) -> list:
+        """The last failures of this run with their log and its end; how many more."""
+        from rich.text import Text
+
+        failed = view.counts["failed"]
+        if not failed:
+            return []
+        parts: list = [Text(f"failed ({failed}), last first", style="bold red underline")]
+        for key, reason, tail in reversed(view.failures):
+            parts.append(Text.assemble(("  " + key, "bold red"), f": {reason}", no_wrap=True, overflow="ellipsis"))
+            parts.append(Text(f"    log: {log_path(self.instance, key)}", no_wrap=True, overflow="ellipsis"))
+            for line in tail:
+                parts.append(Text(f"    {line}", style="dim", no_wrap=True, overflow="ellipsis"))
+        more = failed - len(view.failures)
+        if more > 0:
+            parts.append(Text(f"  +{more} more ({self.commands.status('failed')})", no_wrap=True, overflow="ellipsis"))
+        return parts
 
 
-def make_display(instance: Instance, mode: str | None = None, verbose: bool = False) -> RunDisplay:
+def make_display(instance: Instance, mode: str | None = None, verbose: bool = False,
+                 commands: Commands | None = None) -> RunDisplay:
     """`mode`: "quiet", "json", or None to pick live on a terminal and plain otherwise."""
     if mode == "quiet":
-        return QuietDisplay(instance, verbose)
+        return QuietDisplay(instance, verbose, commands)
     if mode == "json":
-        return JsonDisplay(instance, verbose)
+        return JsonDisplay(instance, verbose, commands)
     from rich.console import Console
 
     console = Console(stderr=True)
     # FORCE_COLOR (set by some CI systems) makes rich call a log file a terminal: a live panel
     # there would fill the log with redraws, so a real terminal is required too.
     if console.is_terminal and not console.is_dumb_terminal and sys.stderr.isatty():
-        return LiveDisplay(instance, console, verbose)
-    return PlainDisplay(instance, verbose)
+        return LiveDisplay(instance, console, verbose, commands)
+    return PlainDisplay(instance, verbose, commands)

@@ -320,7 +320,10 @@ def _drain(dsl: DSL, generator: Callable) -> None:
             _drain(item.dsl, item.generator)
             continue
         if isinstance(item, TaskBuilder):
-            item = item.finished()
+            try:
+                item = item.finished()
+            except UserError as e:  # the builder was yielded unfinished: the yield is the culprit
+                raise GeneratorError(f"{e} ({line})") from e
         if not isinstance(item, Task):
             raise GeneratorError(f"generator yielded {item!r}, not a task ({line})")
         if item.key in tasks:

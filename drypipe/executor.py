@@ -18,6 +18,7 @@ from drypipe import state as st
 from drypipe.errors import UserError
 
 if TYPE_CHECKING:
+    from drypipe.budget import Budget
     from drypipe.task_conf import TaskConf
 
 ENTRY_POINT_GROUP = "drypipe.executors"
@@ -111,6 +112,7 @@ class ExecutorContext:
     max_local_jobs: int = 1
     wakeup: threading.Event = field(default_factory=threading.Event)
     options: dict = field(default_factory=dict)
+    local_budget: "Budget | None" = None  # cores and memory of `drypipe run --cores/--mem`
 
 
 class Executor(ABC):
@@ -128,6 +130,11 @@ class Executor(ABC):
 
     def max_in_flight(self) -> int | None:
         """How many of this executor's tasks may be in flight at once; None means no limit."""
+        return None
+
+    def resource_budget(self) -> "Budget | None":
+        """The cores and memory its tasks (TaskConf.cpus, mem) may hold at once, which the loop
+        never exceeds when it launches; None: the backend allocates them itself (Slurm)."""
         return None
 
     @abstractmethod

@@ -143,16 +143,20 @@ def to_mermaid(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_dot(graph: Graph) -> str:
-    def quoted(text: str) -> str:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def dot_quoted(text: str) -> str:
+    """A DOT double-quoted string: any text is one ID (an unquoted `01-fetch` is the numeral
+    01 followed by another ID)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+
+def to_dot(graph: Graph) -> str:
     lines = ["digraph drypipe {", "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="sans-serif"];']
     for node in graph.nodes:
         extra = ", shape=box3d" if node.pattern else ""
-        lines.append(f"  {node.id} [label={quoted(node.label)}{extra}];")
+        lines.append(f"  {dot_quoted(node.id)} [label={dot_quoted(node.label)}{extra}];")
     for source, target, label in graph.edges:
-        lines.append(f"  {source} -> {target}" + (f" [label={quoted(label)}];" if label else ";"))
+        edge = f"  {dot_quoted(source)} -> {dot_quoted(target)}"
+        lines.append(edge + (f" [label={dot_quoted(label)}];" if label else ";"))
     lines += [f"  // the generator still waits: {wait} (more tasks may appear)" for wait in graph.waits]
     lines.append("}")
     return "\n".join(lines) + "\n"

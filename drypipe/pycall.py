@@ -13,12 +13,13 @@ import inspect
 import os
 import subprocess
 import sys
+import traceback
 from typing import Any, Callable
 
 from drypipe.errors import UserError, text_problem
 from drypipe.task_record import TaskRecord
 from drypipe.task_script import shell_assignment
-from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var
+from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var, unfilled_parameter
 
 
 def run_call(module_function: str) -> None:
@@ -82,17 +83,16 @@ def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
     for name, value in env.items():
         if name.startswith("__"):
             available[name] = value
+    missing = unfilled_parameter(func, available.__contains__)
+    if missing is not None:
+        raise UserError(f"task {conf['key']}: {func.__name__}() argument {missing!r} is not an input, "
+                        "output or __ variable of the task")
     kwargs: dict[str, Any] = {}
     for param in inspect.signature(func).parameters.values():
         if param.kind == param.VAR_KEYWORD:
             kwargs.update({k: v for k, v in available.items() if k not in kwargs})
         elif param.name in available:
             kwargs[param.name] = available[param.name]
-        elif param.default is param.empty and param.kind != param.VAR_POSITIONAL:
-            raise UserError(
-                f"task {conf['key']}: {func.__name__}() argument {param.name!r} is not an input, "
-                "output or __ variable of the task"
-            )
     return kwargs
 
 
@@ -168,4 +168,23 @@ def main(argv: list[str]) -> int:
     except UserError as e:
         print(f"drypipe: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        sys.stderr.write(user_traceback(e))
+        return 1
     return 0
+
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_traceback(error: BaseException) -> str:
+    """The traceback of an exception raised by the user's code, without drypipe's own frames
+    (nor runpy's and importlib's): what out.log shows of a failed Python call."""
+    tb = traceback.TracebackException.from_exception(error)
+    seen = tb
+    while seen is not None:  # the exception and the ones it was raised from, or during
+        users = [f for f in seen.stack if not f.filename.startswith((_OWN_DIR, "<frozen "))]
+        if users:  # else the error is drypipe's own: its frames stay
+            seen.stack = traceback.StackSummary.from_list(users)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return "".join(tb.format())

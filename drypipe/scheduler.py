@@ -17,12 +17,14 @@ from typing import Callable
 
 from drypipe import signature as sig
 from drypipe import state as st
+from drypipe.budget import Admission, Budget, need_of
 from drypipe.cache import CachePolicy, OutputCache, open_cache
 from drypipe.digests import DigestCache
 from drypipe.dsl import Evaluation, Pipeline, evaluate
 from drypipe.errors import BackendUnavailable, UserError
 from drypipe.executor import EndWatch, Executor, ExecutorContext, Liveness, TaskRun, executor_class, outcome_state
 from drypipe.instance import Instance
+from drypipe.run_log import RunLog
 from drypipe.task import Task
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import CONF_FILE, TaskRecord, upstream_keys_on_disk
@@ -45,6 +47,9 @@ class RunOptions:
     cache_url: str | None = None
     cache_policy: CachePolicy = field(default_factory=CachePolicy)
     executor_options: dict = field(default_factory=dict)
+    retries: int = 0  # attempts after a failure, for tasks whose TaskConf.retries is None
+    cores: int | None = None  # the local budget (None: the machine's cores, memory in bytes)
+    mem: int | None = None
 
 
 @dataclass
@@ -71,6 +76,47 @@ class RunSummary:
             s == st.COMPLETED for k, s in self.states.items() if k not in self.not_yielded)
 
 
+# -- the decisions `run` makes about one task; `run --dry-run` predicts with the same ones ----
+
+def is_stale(state: str | None, recorded: dict | None, signature: str, options: RunOptions) -> bool:
+    """A completed task runs again when its recorded signature is not its current one (a task
+    completed before signatures were recorded is adopted as it is)."""
+    return (state == st.COMPLETED and not options.keep_stale and recorded is not None
+            and recorded.get("signature") != signature)
+
+
+def schedules(state: str | None, options: RunOptions) -> bool:
+    """Whether a task found in `state` is scheduled: it waits for its upstream tasks, then
+    runs (or comes from the cache).  A failed one only with --restart-failed / --reset-failed."""
+    if state == st.COMPLETED or st.is_in_flight(state):
+        return False
+    return not st.is_failure(state) or options.restart_failed or options.reset_failed
+
+
+def start_step(state: str | None, options: RunOptions) -> int:
+    """The step a scheduled task starts at: the one that failed with --restart-failed."""
+    if st.is_failure(state) and options.restart_failed and not options.reset_failed:
+        return st.step_of(state)
+    return 0
+
+
+def held(key: str, options: RunOptions) -> bool:
+    """--until: a ready task whose key matches is not started."""
+    return bool(options.until) and fnmatch.fnmatchcase(key, options.until)
+
+
+def cache_outcome(manifest: dict | None, rerun_asked: bool, policy: CachePolicy) -> str | None:
+    """What a usable cache entry makes of a ready task: completed, failed, or None (it runs).
+    `rerun_asked`: a failed task restarted by --restart-failed / --reset-failed."""
+    if manifest is None:
+        return None
+    if manifest.get("status") != "failed":
+        return st.COMPLETED
+    if rerun_asked or policy.rerun_failing or policy.delete_failing:
+        return None
+    return st.failed(0)
+
+
 def _group(state: str | None) -> str:
     if state is None:
         return "new"
@@ -93,7 +139,8 @@ class Scheduler:
         self.instance = instance
         self.options = options
         self.on_change = on_change or (lambda key, old, new: None)
-        self.context = ExecutorContext(instance.root, options.max_local_jobs, options=options.executor_options)
+        self.context = ExecutorContext(instance.root, options.max_local_jobs, options=options.executor_options,
+                                       local_budget=Budget.of_machine(options.cores, options.mem))
         self.states: dict[str, str | None] = {}
         self.tasks: dict[str, Task] = {}
         self.confs: dict[str, TaskConf] = {}
@@ -117,28 +164,65 @@ class Scheduler:
         self.stale: dict[str, list] = {}  # key -> changed ingredients, for the summary
         self.from_cache: set[str] = set()
         self._disk_dependents: dict[str, list[str]] | None = None
+        self.admissions: dict[str, Admission] = {}  # executor with a local budget -> its admission
+        self.attempts: dict[str, int] = {}  # key -> its attempt in flight, when above 1
+        self.retrying: dict[str, tuple[int, int, str]] = {}  # key -> (attempt, of attempts, after what)
+        self.run_log = RunLog(instance)
+        self.stop_requested = False
+        self.on_stop: Callable[[], None] | None = None  # called on a requested stop, under the lock
 
     # -- public --------------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
         self._start()
+        error: BaseException | None = None
         try:
-            while True:
+            while not self.stop_requested:
                 changed = self._cycle()
                 if self._finished():
                     break
                 self._sleep(changed)
+            if self.stop_requested and self.on_stop is not None:
+                self.on_stop()  # before the executors close: it may stop the tasks
+        except BaseException as e:
+            error = e
+            raise
         finally:
             for executor in self.executors.values():
                 executor.close()
             self.digests.save()
+            self.run_log.end(self.summary(), self.stop_requested, error)
             self.instance.unlock()
         return self.summary()
+
+    def request_stop(self) -> None:
+        """Leave the loop at the end of this cycle (Ctrl-C); the tasks keep running.  Safe to
+        call from a signal handler."""
+        self.stop_requested = True
+        self.context.wakeup.set()
+
+    def kill_in_flight(self) -> dict[str, str | None]:
+        """Stop every task in flight through its executor (as `drypipe kill` does); their
+        states after it."""
+        by_executor: dict[str, list[TaskRun]] = defaultdict(list)
+        for run in self.in_flight.values():
+            by_executor[run.task_conf.executor_name()].append(run)
+        states = {}
+        for name, runs in by_executor.items():
+            self.run_log.write(f"stopping the {name} tasks: {' '.join(r.key for r in runs)}")
+            for run in runs:  # stopped on request: not retried
+                self._record(run.key).request_kill("drypipe run stopped")
+            self._executor(name).kill(runs)
+            for run in runs:
+                self._on_state(run.key, st.read_state(str(run.control_dir)))
+                states[run.key] = self.states[run.key]
+        return states
 
     def prepare(self) -> RunSummary:
         """Generate the task files and mark ready what can run, without launching anything."""
         self._start()
         self.digests.save()
+        self.run_log.end(self.summary())
         self.instance.unlock()
         return self.summary()
 
@@ -157,6 +241,7 @@ class Scheduler:
         run must not read markers (or run the generator) while another one writes them."""
         self.instance.lock()
         try:
+            self.run_log.begin()
             leftovers = []
             for key in self.instance.task_keys():
                 control = str(self.instance.control_dir(key))
@@ -175,14 +260,18 @@ class Scheduler:
             for key, conf in adopted.items():
                 self._adopt(key, self.states[key], conf)
             self._apply(evaluation)
-        except BaseException:
+        except BaseException as e:
+            self.run_log.end(None, error=e)
             self.instance.unlock()
             raise
 
     def _adopt(self, key: str, state: str, conf: TaskConf | None = None) -> None:
         """A task left running by an earlier orchestrator: watch it instead of launching it again."""
         conf = conf or self._read_task_conf(key)
-        run = TaskRun(key, self.instance.root, conf, st.step_of(state))
+        attempt, _ = self._record(key).attempt()
+        if attempt > 1:
+            self.attempts[key] = attempt
+        run = TaskRun(key, self.instance.root, conf.for_attempt(attempt), st.step_of(state))
         self.in_flight[key] = run
         self.confs[key] = conf
         log.info("task %s: adopted (%s)", key, state)
@@ -230,6 +319,8 @@ class Scheduler:
                 self._executor(task.task_conf.executor_name())
             except UserError as e:
                 raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
+            if self.states.get(task.key) != st.COMPLETED:  # one too large to ever start, too
+                self._check_fits(task.key, task.task_conf)
         # In passes, so that the yield order does not matter: every signature can see its
         # upstream's definition, and every stale task is back to waiting before any
         # dependent's readiness is decided.
@@ -288,9 +379,9 @@ class Scheduler:
         """A completed task whose recorded signature differs from the current one (its
         changed ingredients are kept for the summary)."""
         if self.states.get(key) != st.COMPLETED or self.options.keep_stale:
-            return False
+            return False  # the signature record is not read for most tasks
         recorded = self._record(key).signature_record()
-        if recorded is None or recorded.get("signature") == self.signer.signature(key):
+        if not is_stale(self.states.get(key), recorded, self.signer.signature(key), self.options):
             return False
         self.stale[key] = sig.differences(recorded.get("ingredients", {}), self.signer.parts(key))
         log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
@@ -307,6 +398,7 @@ class Scheduler:
                 log.info("task %s: upstream %s reruns, its results are cleared", dependent, key)
                 self._invalidate(dependent)
         record = self._record(key)
+        record.reset_attempts()  # its rerun is a new series of attempts (while completed, the count is history)
         if not record.move(st.COMPLETED, st.WAITING):
             self._refresh(key)
             return False
@@ -327,12 +419,16 @@ class Scheduler:
         """Make a registered task ready, or wait for its unfinished upstream tasks."""
         key = task.key
         state = self.states.get(key)
-        if state == st.COMPLETED or st.is_in_flight(state):
-            return
-        if st.is_failure(state):
-            if not (self.options.restart_failed or self.options.reset_failed) or key in self.restarted:
+        if not schedules(state, self.options) or key in self.restarted:
+            # A failure found on disk with attempts left (it ended while no orchestrator watched).
+            if not (st.is_failure(state) and self._plan_retry(key, state)):
                 return
+        elif st.is_failure(state):
             self.restarted.add(key)
+        self._wait_or_ready(task)
+
+    def _wait_or_ready(self, task: Task) -> None:
+        key = task.key
         pending = {u for u in task.upstream_keys if self.states.get(u) != st.COMPLETED}
         if pending:
             self.waiting_on[key] = pending
@@ -343,11 +439,14 @@ class Scheduler:
 
     def _make_ready(self, key: str) -> None:
         state = self.states.get(key)
-        start = 0
-        if st.is_failure(state) and self.options.reset_failed:
-            self._record(key).clear_results()  # reset: as if it never ran (the marker is not completed)
-        elif st.is_failure(state) and self.options.restart_failed:
-            start = st.step_of(state)
+        if key in self.retrying:  # from its first step; results are cleared when it is claimed
+            start = 0
+        else:
+            start = start_step(state, self.options)
+            if st.is_failure(state):  # restarted by the user: a new series of attempts
+                self._record(key).reset_attempts()
+            if st.is_failure(state) and self.options.reset_failed:
+                self._record(key).clear_results()  # reset: as if it never ran (the marker is not completed)
         if state == st.WAITING:
             if self._record(key).move(st.WAITING, st.READY):
                 self._set_state(key, st.READY)
@@ -360,6 +459,7 @@ class Scheduler:
         old = self.states.get(key)
         if old != new:
             self.states[key] = new
+            self.run_log.change(key, old, new)
             self.on_change(key, old, new)
 
     def _refresh(self, key: str) -> None:
@@ -376,11 +476,16 @@ class Scheduler:
         self._set_state(key, new)
         if not st.is_terminal(new):
             return
-        if was_running and key in self.signer.docs:
+        self.retrying.pop(key, None)  # e.g. restored from the cache instead
+        retry = was_running and new != st.COMPLETED and self._plan_retry(key, new)
+        if was_running and key in self.signer.docs and not retry:  # a failure is a result only at the last attempt
             self._record_outcome(key, new)
         self.in_flight.pop(key, None)
         self.end_watch.forget(key)
         self._unready(key)
+        if retry:
+            self._wait_or_ready(self.tasks[key])
+            return
         if new != st.COMPLETED:
             self._pick_up_failed_dependents(key)
             return
@@ -395,6 +500,25 @@ class Scheduler:
             blocked.discard(key)
             if not blocked:
                 self.need_evaluation = True
+
+    def _plan_retry(self, key: str, state: str) -> bool:
+        """Whether a task that ended in `state` runs again, from its first step: a failed step
+        (an out-of-memory kill included), a time limit, a lost process or node, a SIGTERM that
+        `drypipe kill` did not send (a Slurm preemption), while it has attempts left."""
+        conf = self.confs.get(key)
+        retries = conf.retries if conf is not None and conf.retries is not None else self.options.retries
+        if key not in self.tasks or not retries:
+            return False
+        record = self._record(key)
+        if state.startswith("killed.") and record.kill_requested():
+            return False
+        attempt, _ = record.attempt()
+        if attempt > retries:
+            return False
+        after = (record.failure_reason() or f"state.{state}").removeprefix("state.")
+        self.retrying[key] = (attempt + 1, retries + 1, after)
+        log.warning("task %s: %s, attempt %d of %d follows", key, after, attempt + 1, retries + 1)
+        return True
 
     def _pick_up_failed_dependents(self, key: str) -> None:
         """An executor may record the failure of waiting dependents too (the Dendro service
@@ -446,14 +570,13 @@ class Scheduler:
         if manifest is None:
             return False
         record = self._record(key)
-        if manifest.get("status") == "failed":
-            if key in self.restarted:  # --restart-failed / --reset-failed: asked to run it again
-                return False
-            if self.options.cache_policy.delete_failing:
-                self.cache.delete(signature)
-            if self.options.cache_policy.rerun_failing or self.options.cache_policy.delete_failing:
-                return False
-            new = st.failed(0)
+        outcome = cache_outcome(manifest, key in self.restarted, self.options.cache_policy)
+        if manifest.get("status") == "failed" and key not in self.restarted and self.options.cache_policy.delete_failing:
+            self.cache.delete(signature)
+        if outcome is None:
+            return False
+        if outcome != st.COMPLETED:
+            new = outcome
             reason = f"failed before with the same signature (from cache {self.cache.url}; --rerun-failing runs it again)"
         else:
             if not self.cache.restore(signature, manifest, record.output_dir):
@@ -536,6 +659,18 @@ class Scheduler:
     def _unready(self, key: str) -> None:
         if self.ready.pop(key, None) is not None:
             self.ready_per_executor[self.confs[key].executor_name()] -= 1
+            for admission in self.admissions.values():
+                admission.forget(key)
+
+    def _conf_of_attempt(self, key: str) -> TaskConf:
+        """The TaskConf a ready task launches with: its mem and time scaled for a retry."""
+        planned = self.retrying.get(key)
+        return self.confs[key].for_attempt(planned[0] if planned else self.attempts.get(key, 1))
+
+    def _check_fits(self, key: str, conf: TaskConf) -> None:
+        budget = self._executor(conf.executor_name()).resource_budget()
+        if budget is not None:
+            budget.check(key, need_of(conf))
 
     def _launch_ready(self) -> bool:
         if not self.ready:
@@ -550,24 +685,34 @@ class Scheduler:
             in_flight[run.task_conf.executor_name()] += 1
         restored = False
         for key, start in list(self.ready.items()):
-            if self.options.until and fnmatch.fnmatchcase(key, self.options.until):
+            if held(key, self.options):
                 continue
             if self.cache is not None and not self.options.cache_policy.skip_cache and self._restore_from_cache(key):
                 restored = True
                 continue
-            conf = self.confs[key]
+            conf = self._conf_of_attempt(key)
             name = conf.executor_name()
             if name not in capacity:
                 limit = self._executor(name).max_in_flight()
                 capacity[name] = None if limit is None else max(0, limit - in_flight[name])
                 if time.monotonic() < self.launch_after.get(name, 0):
                     capacity[name] = 0  # its backend was unavailable a moment ago
+                self._start_admission(name)
             room = capacity[name]
             if room is not None and len(batches[name]) >= room:
                 open_executors.discard(name)
                 if not open_executors:
                     break
                 continue
+            admission = self.admissions.get(name)
+            if admission is not None:
+                self._check_fits(key, self.confs[key])  # a stale rerun was not checked when yielded
+                if not admission.admit(key, need_of(conf)):
+                    if admission.full:  # the rest of the queue is not scanned for nothing
+                        open_executors.discard(name)
+                        if not open_executors:
+                            break
+                    continue
             batches[name].append(TaskRun(key, self.instance.root, conf, start))
         launched = restored
         for name, runs in batches.items():
@@ -576,9 +721,22 @@ class Scheduler:
                 launched = True
         return launched
 
+    def _start_admission(self, name: str) -> None:
+        """This cycle's admission of an executor with a local budget: what its tasks in flight hold."""
+        budget = self._executor(name).resource_budget()
+        if budget is None:
+            return
+        admission = self.admissions.setdefault(name, Admission(budget))
+        admission.start_cycle([need_of(r.task_conf) for r in self.in_flight.values()
+                               if r.task_conf.executor_name() == name])
+
     def _launch(self, executor: Executor, runs: list[TaskRun]) -> None:
         claimed = []
         for run in runs:
+            planned = self.retrying.pop(run.key, None)
+            if planned is not None:  # counted before the claim: see TaskRecord.begin_attempt
+                self._record(run.key).begin_attempt(*planned)
+                self.attempts[run.key] = planned[0]
             if self._record(run.key).claim(self.states.get(run.key)):
                 claimed.append(run)
             else:
@@ -622,7 +780,7 @@ class Scheduler:
         if self.in_flight or self.need_evaluation:
             return False
         if self.options.until:
-            return all(fnmatch.fnmatchcase(k, self.options.until) for k in self.ready)
+            return all(held(k, self.options) for k in self.ready)
         return not self.ready
 
     def _sleep(self, changed: bool) -> None:

@@ -4,6 +4,7 @@ signatures of its upstream tasks, its declared outputs and its container.  Paths
 instance and of the code are not part of it, so moving either makes nothing stale."""
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -55,6 +56,38 @@ def ingredients(
     return parts
 
 
+def step_text(doc: dict[str, Any], index: int) -> str | None:
+    """The code of step `index` as it is now: the bash snippet, the script's text, or the
+    python call's source (None when it cannot be read)."""
+    step = doc["steps"][index]
+    try:
+        if step["kind"] == "bash":
+            return step["code"]
+        if step["kind"] == "script":
+            with open(os.path.join(doc["pipeline_code_dir"], step["path"]), encoding="utf-8", errors="replace") as f:
+                return f.read()
+        if step.get("file"):
+            return _function_source(step["file"], step["function"])
+    except OSError:
+        pass
+    return None
+
+
+def _function_source(path: str, name: str) -> str | None:
+    """A module-level function's source, decorators included (as inspect.getsource has it)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            return "".join(text.splitlines(keepends=True)[start - 1:node.end_lineno])
+    return None
+
+
 def signature_of(parts: dict[str, str]) -> str:
     return _sha(json.dumps(parts, sort_keys=True))
 
@@ -73,6 +106,7 @@ class Signer:
         self.docs: dict[str, dict[str, Any]] = {}
         self._parts: dict[str, dict[str, str]] = {}
         self._signatures: dict[str, str] = {}
+        self._texts: dict[tuple, str | None] = {}
 
     def add(self, doc: dict[str, Any]) -> None:
         key = doc["key"]
@@ -92,4 +126,17 @@ class Signer:
         return self._signatures[key]
 
     def record(self, key: str) -> dict[str, Any]:
-        return {"signature": self.signature(key), "ingredients": self.parts(key)}
+        """The signature record; `code` keeps each step's text, so that `drypipe why` can show
+        what changed once the code on disk has moved on."""
+        doc = self.docs[key]
+        code = {f"step {i}": text for i in range(len(doc["steps"])) if (text := self._step_text(doc, i)) is not None}
+        return {"signature": self.signature(key), "ingredients": self.parts(key), "code": code}
+
+    def _step_text(self, doc: dict[str, Any], index: int) -> str | None:
+        step = doc["steps"][index]
+        if step["kind"] == "bash":
+            return step["code"]
+        where = (step.get("path"), step.get("file"), step.get("function"))  # shared by a fan-out's tasks
+        if where not in self._texts:
+            self._texts[where] = step_text(doc, index)
+        return self._texts[where]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 
 import click
 
 from drypipe import state as st
-from drypipe.display import clean, columns, executor_of, failure_text, natural_key
+from drypipe.display import clean, columns, duration_text, executor_of, failure_text, natural_key
 from drypipe.errors import UserError
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
@@ -38,14 +39,20 @@ class Row:
     seconds: float | None
     stale: bool = False
     cached: bool = False
+    step: str = ""  # of a running task: "1/3"
+    attempt: tuple[int, int | None] = (1, None)  # (attempt, of attempts): TaskRecord.attempt
 
     @property
     def state_text(self) -> str:
         text = self.state or "none"
-        if self.stale:
+        if self.step:
+            text = f"running (step {self.step}, {duration_text(self.seconds or 0)})"
+        elif self.stale:
             text += " (stale)"
         elif self.cached:
             text += " (cached)"
+        if self.attempt[0] > 1:
+            text += f" (attempt {self.attempt[0]} of {self.attempt[1]})"
         return text
 
     def matches(self, state_filter: str | None) -> bool:
@@ -53,9 +60,15 @@ class Row:
             return True
         if state_filter == "stale":
             return self.stale
-        if state_filter == "failed" and st.is_failure(self.state):
-            return True  # failed, killed, timed-out and lost
-        return state_group(self.state) == state_filter or self.state == state_filter
+        return state_matches(self.state, state_filter)
+
+
+def state_matches(state: str | None, wanted: str) -> bool:
+    """Whether a task in `state` is in the `--state` group `wanted` (one of STATE_CHOICES but
+    stale, which needs the pipeline): `failed` includes killed, timed-out and lost."""
+    if wanted == "failed" and st.is_failure(state):
+        return True
+    return state_group(state) == wanted or state == wanted
 
 
 def _executor_and_job(record: TaskRecord) -> tuple[str, str]:
@@ -85,14 +98,29 @@ def _job_id(record: TaskRecord) -> str:
     return str(pid.pid) if pid is not None and pid.valid else ""
 
 
+def _running_step(record: TaskRecord, state: str | None) -> str:
+    """"2/3" while a task runs its second step of three (step-completed.0 goes on to the second)."""
+    if state is None or not state.startswith(("step-started.", "step-completed.")):
+        return ""
+    number = st.step_of(state) + (1 if state.startswith("step-started.") else 2)
+    count = record.step_count()
+    return f"{min(number, count)}/{count}" if count else str(number)
+
+
 def rows(instance: Instance, states: dict[str, str | None], stale: set[str] = frozenset()) -> list[Row]:
     result = []
     for key, state in sorted(states.items(), key=lambda item: natural_key(item[0])):
         record = TaskRecord(instance.root, key)
         executor, job = _executor_and_job(record)
-        seconds = record.timing().seconds if state not in (None, st.WAITING, st.READY) else None
+        step = _running_step(record, state)
+        seconds = None
+        if state not in (None, st.WAITING, st.READY):
+            timing = record.timing()
+            seconds = timing.seconds
+            if step and timing.started is not None:  # still running: the time since its first step
+                seconds = max(0.0, time.time() - timing.started)
         cached = state == st.COMPLETED and record.cached_from() is not None
-        result.append(Row(key, state, executor, job, seconds, key in stale, cached))
+        result.append(Row(key, state, executor, job, seconds, key in stale, cached, step, record.attempt()))
     return result
 
 
@@ -113,6 +141,9 @@ def summary_line(all_rows: list[Row]) -> str:
     cached = sum(r.cached for r in all_rows)
     if cached:
         parts.append(f"{cached} restored from cache")
+    retries = sum(r.attempt[0] - 1 for r in all_rows)
+    if retries:
+        parts.append(f"{retries} retries")
     return f"{len(all_rows)} tasks: " + ", ".join(parts)
 
 
@@ -141,6 +172,8 @@ def print_status(instance: Instance, states: dict[str, str | None], state_filter
     else:
         for line in columns([header, *cells], right={4}) if shown else []:
             click.echo(line)
+    if state_filter and not shown:
+        click.echo(f"no task is {state_filter}")
     click.echo(summary_line(all_rows))
     for r in shown:
         if st.is_failure(r.state):

@@ -31,6 +31,7 @@ from drypipe.values import (
     path_problem,
     python_call_marker,
     type_name,
+    unfilled_parameter,
 )
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class TaskBuilder:
                 raise UserError(f"task {key!r}: {e}") from None
         self._task = Task(dsl, key, task_conf or dsl.default_task_conf, source)
         self._finished: Task | None = None
+        self._python_calls: list[Callable] = []  # checked against the inputs and outputs at the end
 
     def _check_open(self) -> Task:
         if self._finished is not None:
@@ -216,12 +218,16 @@ class TaskBuilder:
     def calls(self, code: Any, container: str | None = None) -> "TaskBuilder":
         task = self._check_open()
         task.steps.append(_step_spec(task, code, container))
+        if task.steps[-1]["kind"] == "python":
+            self._python_calls.append(code)
         return self
 
     def __call__(self) -> Task:
         task = self._check_open()
         if not task.steps:
             raise UserError(f"task {task.key!r} has no calls(...)")
+        for func in self._python_calls:  # now that every input and output is declared
+            _check_call_parameters(task, func)
         self._finished = task
         return task
 
@@ -356,6 +362,30 @@ def _python_step(task: Task, func: Callable) -> dict[str, Any]:
             "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
             "file": os.path.abspath(file) if file else None,
             "sys_path": _module_root(module, file)}
+
+
+def _check_call_parameters(task: Task, func: Callable) -> None:
+    """A parameter of a python call that the task cannot fill fails at generation, not when
+    the task runs after its upstream tasks."""
+    def available(name: str) -> bool:
+        return name in task.input_names or name in task.output_decls or name.startswith("__")
+
+    func = getattr(func, "__wrapped__", func)
+    missing = unfilled_parameter(func, available)
+    if missing is None:
+        return
+    code = func.__code__
+    raise UserError(
+        f"task {task.key!r}: python call {func.__module__}:{func.__qualname__}() "
+        f"({code.co_filename}:{code.co_firstlineno}) takes {missing!r}, which is not an input, output "
+        f"or __ variable of the task (inputs: {_names([s['name'] for s in task.inputs])}; "
+        f"outputs: {_names(list(task.output_decls))})"
+    )
+
+
+def _names(names: list[str], most: int = 8) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more if names else "none"
 
 
 def _module_root(module: str, file: str) -> str | None:

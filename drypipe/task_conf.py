@@ -6,7 +6,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from drypipe import budget
 from drypipe.errors import UserError, check_text, check_type
+
+RETRY_SCALED = ("mem", "time")
 
 
 @dataclass
@@ -17,8 +20,11 @@ class TaskConf:
     # Slurm: account and extra `sbatch` options (e.g. ["--time=0:5:00"]).
     slurm_account: str | None = None
     sbatch_options: list[str] = field(default_factory=list)
-    # A container image (.sif) resolved in `$__containers_dir` (or remote_containers_dir).
+    # A container image: for apptainer/singularity a .sif file, resolved in `$__containers_dir`
+    # (or remote_containers_dir) when relative; for podman/docker an image name.
     container: str | None = None
+    # What runs it (drypipe.containers.RUNTIMES); None: $DRYPIPE_CONTAINER_RUNTIME, else apptainer.
+    container_runtime: str | None = None
     # SSH: "user@host[:port]:/path/to/private_key", and where instances live on that host.
     ssh_specs: str | None = None
     remote_base_dir: str | None = None
@@ -31,6 +37,16 @@ class TaskConf:
     command_before_task: str | None = None
     # Slurm array throttle (%N); None means no throttle.
     max_simultaneous_jobs: int | None = None
+    # What the task needs: the process executor keeps the tasks it runs within `drypipe run
+    # --cores/--mem`; the Slurm executor asks sbatch for them (--cpus-per-task, --mem, --time).
+    # mem: MiB (an int) or "4G"; time: minutes (an int) or "1:30:00" (Slurm's forms).
+    cpus: int | None = None
+    mem: str | int | None = None
+    time: str | int | None = None
+    # Attempts after a failure (None: `drypipe run --retries`), and the factor each retry
+    # multiplies mem and time by, e.g. {"mem": 2.0, "time": 1.5}.
+    retries: int | None = None
+    retry_scale: dict[str, float] = field(default_factory=dict)
     # Dendro executor settings.
     dendro_service: str | None = None
     dendro_app: str | None = None
@@ -107,6 +123,41 @@ class TaskConf:
             not isinstance(self.max_simultaneous_jobs, int) or self.max_simultaneous_jobs < 1
         ):
             raise UserError("TaskConf: max_simultaneous_jobs must be a positive integer")
+        self._validate_resources()
+
+    def _validate_resources(self) -> None:
+        for name, least, kind in (("cpus", 1, "positive"), ("retries", 0, "non-negative")):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise UserError(f"TaskConf: {name} must be a {kind} integer, got {value!r}")
+        if self.mem is not None:
+            budget.mem_bytes(self.mem)
+        if self.time is not None:
+            budget.time_seconds(self.time)
+        check_type(self.retry_scale, dict, "be a dict such as {'mem': 2.0, 'time': 1.5}", "TaskConf: retry_scale")
+        for name, factor in self.retry_scale.items():
+            if name not in RETRY_SCALED:
+                raise UserError(f"TaskConf: retry_scale: {name!r} is not scaled (only {', '.join(RETRY_SCALED)})")
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 1:
+                raise UserError(f"TaskConf: retry_scale[{name!r}] must be a number of at least 1, got {factor!r}")
+
+    def for_attempt(self, attempt: int) -> "TaskConf":
+        """The TaskConf of attempt `attempt` (1 is the first): mem and time multiplied by their
+        retry_scale factor once per retry.  Derived, never stored: the attempt number is the
+        task record's (see TaskRecord.attempt)."""
+        if attempt <= 1 or not self.retry_scale:
+            return self
+        scaled = {name: factor ** (attempt - 1) for name, factor in self.retry_scale.items()
+                  if getattr(self, name) is not None and factor != 1}
+        if not scaled:
+            return self
+        conf = dataclasses.replace(self)
+        conf._given = self._given
+        if "mem" in scaled:
+            conf.mem = budget.scaled_mem(self.mem, scaled["mem"])
+        if "time" in scaled:
+            conf.time = budget.scaled_time(self.time, scaled["time"])
+        return conf
 
     @property
     def given_fields(self) -> frozenset[str]:

@@ -38,7 +38,10 @@ OUTPUT_VARS_FILE = "output_vars"  # JSON, for Python readers
 OUTPUT_VARS_SH_FILE = "output_vars.sh"  # bash, sourced by downstream tasks
 SIGNATURE_FILE = "signature"
 CACHED_FILE = "cached"
+ATTEMPT_FILE = "attempt"  # "<attempt> <of attempts>" from the first retry on (absent: attempt 1)
+KILL_REQUEST = "kill requested"  # the drypipe.log event of `drypipe kill`: its killed.N is not retried
 
+USAGE_EVENT = "usage"  # `usage cpu=<seconds> max_rss_kib=<KiB>`, see TaskRecord.record_usage
 _END_EVENTS = ("state.completed", "state.failed", "state.killed", "state.timed-out", "state.lost")
 
 
@@ -48,6 +51,7 @@ class Timing:
     started: float | None  # epoch seconds of the last run's first step
     ended: float | None
     cpu: float | None = None  # user + system seconds of the steps, when the task runtime recorded them
+    max_rss: int | None = None  # peak resident memory in KiB, when the process that waited for the task measured it
 
     @property
     def seconds(self) -> float | None:
@@ -210,19 +214,32 @@ class TaskRecord:
             return
 
     def timing(self) -> Timing:
-        """Start, end and CPU time of the task's last run, from its drypipe.log."""
-        started = ended = cpu = None
+        """Start, end, CPU time and peak memory of the task's last run, from its drypipe.log."""
+        started = ended = cpu = max_rss = None
+        measured = False  # a `usage` line: its CPU time is finer than the task runtime's
         for stamp, event in self.log_events():
             if event.startswith("state.step-started.") and (started is None or ended is not None):
-                started, ended, cpu = stamp, None, None
+                started, ended, cpu, max_rss, measured = stamp, None, None, None, False
             elif event.startswith(_END_EVENTS):
                 ended = stamp
-            elif event.startswith("cpu "):  # `cpu <user> <system>` written by the task runtime
+            elif event.startswith("cpu ") and not measured:  # `cpu <user> <system>` written by the task runtime
                 try:
                     cpu = (cpu or 0.0) + sum(_bash_seconds(t) for t in event.split()[1:3])
                 except ValueError:
                     pass
-        return Timing(self.key, started, ended, cpu)
+            elif event.startswith(USAGE_EVENT):
+                fields = dict(f.partition("=")[::2] for f in event.split()[1:])
+                try:
+                    cpu, max_rss, measured = float(fields["cpu"]), int(fields["max_rss_kib"]), True
+                except (KeyError, ValueError):
+                    pass
+        return Timing(self.key, started, ended, cpu, max_rss)
+
+    def record_usage(self, cpu_seconds: float, max_rss_kib: int) -> None:
+        """The resources of the run that just ended, measured by whoever waited for the task's
+        process (its rusage: user + system time, peak RSS of it and its steps): one line in
+        drypipe.log, after the task recorded its outcome (its process has exited)."""
+        self.log(f"{USAGE_EVENT} cpu={cpu_seconds:.6f} max_rss_kib={max_rss_kib}")
 
     def tail(self, lines: int = 5, name: str = OUT_LOG_FILE) -> list[str]:
         try:
@@ -241,6 +258,47 @@ class TaskRecord:
             if len(parts) == 3 and parts[2].startswith(_END_EVENTS[1:]):
                 return parts[2]
         return None
+
+    # -- attempts: automatic retries -------------------------------------------------------
+
+    def attempt(self) -> tuple[int, int | None]:
+        """(the number of the task's current or last attempt, how many it may make), from the
+        attempt file; (1, None) without one (no retry yet)."""
+        try:
+            fields = self.path(ATTEMPT_FILE).read_text(encoding="utf-8").split()
+            return int(fields[0]), int(fields[1])
+        except (OSError, ValueError, IndexError):
+            return 1, None
+
+    def begin_attempt(self, attempt: int, attempts: int, after: str) -> None:
+        """Before a retry is claimed: the failed attempt's results are cleared and out.log gets
+        a separator line, then the attempt is counted, last, right before the claim: a crash
+        before it retries the same attempt, one after it (before the claim) costs that attempt,
+        and none gives the task more attempts than it may make.  `after`: what ended the last."""
+        self.log(f"attempt {attempt} of {attempts} (retry after {after})")
+        self.clear_results()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with open(self.path(OUT_LOG_FILE), "a", encoding="utf-8") as f:
+            f.write(f"===== attempt {attempt} of {attempts} ({stamp}) =====\n")
+        write_atomic(self.path(ATTEMPT_FILE), f"{attempt} {attempts}\n")
+
+    def reset_attempts(self) -> None:
+        """A new series of attempts (the task reruns as stale, or --restart-failed/--reset-failed)."""
+        try:
+            os.unlink(self.path(ATTEMPT_FILE))
+        except FileNotFoundError:
+            pass
+
+    def request_kill(self, by: str) -> None:
+        """Recorded before a user stops the task: its killed.N is then not retried."""
+        self.log(f"{KILL_REQUEST} ({by})")
+
+    def kill_requested(self) -> bool:
+        """Whether a kill was requested during the task's last run (since the end before it)."""
+        events = [event for _, event in self.log_events()]
+        ends = [i for i, event in enumerate(events) if event.startswith(_END_EVENTS)]
+        since = ends[-2] + 1 if len(ends) > 1 else 0
+        return any(event.startswith(KILL_REQUEST) for event in events[since:])
 
     # -- results ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from drypipe import state as st
+from drypipe.containers import DEFAULT_RUNTIME, bind_paths, has_container, resolve_runtime
 from drypipe.instance import Instance, write_atomic, write_new
 from drypipe.task import Task, _check_variable_name
 from drypipe.task_record import TaskRecord
@@ -54,6 +55,9 @@ def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str, cont
     doc["bash_strict"] = task.bash_strict()
     doc["pipeline_code_dir"] = pipeline_code_dir
     doc["containers_dir"] = containers_dir
+    conf_runtime = task.task_conf.container_runtime
+    if has_container(doc) or conf_runtime is not None:  # an unknown runtime is refused even if unused
+        doc["container_runtime"] = resolve_runtime(f"task {task.key!r} ({task.source})", conf_runtime)
     body = json.dumps(doc, sort_keys=True)
     doc["digest"] = hashlib.sha256(body.encode()).hexdigest()
     return doc
@@ -162,6 +166,9 @@ def _task_env(doc: dict[str, Any]) -> str:
     upstream_files = [in_instance(spec["path"]) for spec in doc["inputs"] if spec["kind"] == "file" and spec.get("upstream")]
     upstream_files += [in_instance(path) for spec in doc["inputs"] if spec["kind"] == "glob" for path in spec["matched"]]
     lines.append(f"__input_files=({' '.join(upstream_files)})")
+    if has_container(doc):
+        lines.append(f"__container_runtime={q(doc.get('container_runtime', DEFAULT_RUNTIME))}")
+        lines.append(f"__container_binds=({' '.join(map(q, bind_paths(doc)))})  # and the instance dir")
     lines.append("__env_complete=1  # last line: a truncated file is noticed")
     return "\n".join(lines) + "\n"
 

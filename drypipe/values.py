@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob as _glob
+import inspect
 import os
 import posixpath
 from dataclasses import dataclass
@@ -226,3 +227,15 @@ class Matcher:
 
 def python_call_marker(func: Callable) -> bool:
     return getattr(func, "__drypipe_python_call__", False)
+
+
+def unfilled_parameter(func: Callable, available: Callable[[str], bool]) -> str | None:
+    """The first parameter of a python call that no keyword argument fills: it has no default
+    and `available` (is there an input, output or `__` variable of that name?) says no.  The
+    generation and the task's own call check with this one rule."""
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL) or param.default is not param.empty:
+            continue
+        if not available(param.name):
+            return param.name
+    return None

@@ -1,5 +1,6 @@
 """Local process executor: runs task scripts as child processes, at most `max_local_jobs`
-at once, and wakes the scheduler loop the moment one exits."""
+at once and within the local budget of cores and memory (the loop admits them, see
+drypipe.budget.Admission), and wakes the scheduler loop the moment one exits."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import subprocess
 import threading
 
 from drypipe import state as st
+from drypipe.budget import Budget
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.proc import process_matches, stop_orphaned_session
 from drypipe.task_record import TaskRecord
@@ -43,29 +45,52 @@ class ProcessExecutor(Executor):
         self._children: dict[str, int] = {}  # task key -> pid of its task script
         self._exit_codes: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._reapers: dict[str, threading.Thread] = {}
 
     def max_in_flight(self) -> int:
         return self.context.max_local_jobs
 
+    def resource_budget(self) -> Budget | None:
+        return self.context.local_budget
+
     def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
         handles = {}
         for task in tasks:
+            self._await_reaper(task.key)
             task.output_dir.mkdir(parents=True, exist_ok=True)  # saves the task script a mkdir
             pid = _spawn([_BASH, str(task.script), "--at-step", str(task.start_step)],
                          str(task.control_dir / "drypipe.log"))
+            reaper = threading.Thread(target=self._reap, args=(task, pid), daemon=True)
             with self._lock:
                 self._children[task.key] = pid
                 self._exit_codes.pop(task.key, None)
-            threading.Thread(target=self._reap, args=(task.key, pid), daemon=True).start()
+                self._reapers[task.key] = reaper
+            reaper.start()
             handles[task.key] = str(pid)
         return handles
 
-    def _reap(self, key: str, pid: int) -> None:
-        _, status = os.waitpid(pid, 0)
+    def _reap(self, task: TaskRun, pid: int) -> None:
+        key = task.key
+        _, status, usage = os.wait4(pid, 0)
+        try:  # before the loop hears of the exit (Linux: ru_maxrss in KiB, the steps' included)
+            TaskRecord(task.instance_dir, key).record_usage(usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+        except OSError:
+            pass  # the measure is lost, not the exit
         code = os.waitstatus_to_exitcode(status)
         with self._lock:
-            self._exit_codes[key] = code
+            if self._children.get(key) == pid:  # not a retry's earlier attempt
+                self._exit_codes[key] = code
+            if self._reapers.get(key) is threading.current_thread():
+                del self._reapers[key]
         self.context.wakeup.set()
+
+    def _await_reaper(self, key: str) -> None:
+        """A retry launches a task whose last attempt has recorded its outcome but may still be
+        exiting: its usage line goes to drypipe.log before the new attempt's lines."""
+        with self._lock:
+            reaper = self._reapers.get(key)
+        if reaper is not None:
+            reaper.join(timeout=10)
 
     def poll(self, tasks: list[TaskRun]) -> dict[str, Liveness]:
         result = {}
@@ -118,7 +143,13 @@ class ProcessExecutor(Executor):
             subprocess.run([str(task.script), "kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
-        """Children keep running: a later `drypipe run` adopts them."""
+        """Children keep running: a later `drypipe run` adopts them.  Those that have recorded
+        their outcome are exiting: their reapers get a moment to record the usage."""
+        with self._lock:
+            reapers = list(self._reapers.items())
+        for key, reaper in reapers:
+            if reaper.is_alive() and st.is_terminal(TaskRecord(self.context.instance_dir, key).state()):
+                reaper.join(timeout=2)
 
 
 def _signal_name(number: int) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from drypipe.budget import slurm_mem, time_seconds, time_text
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
 from drypipe.task_conf import TaskConf
@@ -94,7 +95,18 @@ def common_sbatch_args(conf: TaskConf, name: str, key: str | None = None) -> lis
         args.append(f"--account={conf.slurm_account}")
     if not any(o.startswith("--signal") for o in conf.sbatch_options):
         args.append(f"--signal={DEFAULT_SIGNAL}")
+    args.extend(resource_args(conf))
     args.extend(conf.sbatch_options)
+    return args
+
+
+def resource_args(conf: TaskConf) -> list[str]:
+    """sbatch's options for TaskConf.cpus, mem and time (a retry's TaskConf has them scaled)."""
+    args = [f"--cpus-per-task={conf.cpus}"] if conf.cpus else []
+    if conf.mem is not None:
+        args.append(f"--mem={slurm_mem(conf.mem)}")
+    if conf.time is not None:
+        args.append(f"--time={time_text(time_seconds(conf.time))}")
     return args
 
 

@@ -48,10 +48,10 @@ from executors.ssh_config import (
     HostSettings,
     RemoteSettings,
     host_settings,
-    parse_ssh_specs,
     remote_mode,
     remote_settings,
     resolve_remote_dir,
+    split_ssh_specs,
 )
 from executors.ssh_stage import (
     DEFAULT_VENV,
@@ -173,7 +173,8 @@ class SshExecutor(Executor):
                 last = e
                 if delay:
                     time.sleep(delay)
-        raise UserError(f"{_names(keys)}: cannot connect to {conn.label}: {last}")
+        why = str(last).removeprefix(f"{conn.label}: ")
+        raise UserError(f"{_names(keys)}: cannot connect to {conn.label}: {why}")
 
     # -- local launch records ------------------------------------------------------------------
 
@@ -670,12 +671,11 @@ class SshExecutor(Executor):
     def with_remote_dest(conf: TaskConf, dest: str) -> TaskConf:
         """The TaskConf with `--ssh-remote-dest user@host[:port]:/remote/base[:/path/to/key]`
         (the original DryPipe's form: the first path is the remote base dir)."""
-        target, base = parse_ssh_specs(dest)
+        user, host, port, key, base = split_ssh_specs(dest)
         if base is None:  # one path: the base dir, no key (agent / default keys)
             base, key = dest.rsplit(":", 1)[1], None
-        else:
-            key = target.key_path
-        specs = f"{target.user + '@' if target.user else ''}{target.host}:{target.port}" + (f":{key}" if key else "")
+        # A port only if given: else the ssh config's, or 22.
+        specs = f"{user + '@' if user else ''}{host}" + (f":{port}" if port else "") + (f":{key}" if key else "")
         data = conf.to_dict()
         data.update(ssh_specs=specs, remote_base_dir=base)
         return TaskConf.from_dict(data)

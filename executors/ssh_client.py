@@ -5,14 +5,19 @@
   command is a bash script fed to `bash -s` on stdin (no command-line length limit, nothing
   of it in the remote process list) and is written to be safe to run twice, so a command cut
   by a dropped connection is simply run again after reconnecting.
-- `rsync`: `rsync -e "ssh -i KEY -p PORT -o UserKnownHostsFile=... -o StrictHostKeyChecking=yes"`,
-  retried on rsync's retryable exit codes (connection and timeout errors).
+- `rsync`: `rsync -e "ssh -F <file>"`, retried on rsync's retryable exit codes (connection and
+  timeout errors).  drypipe writes that ssh config file: the hosts exactly as the paramiko
+  connection resolved them (address, user, port, key, jump hosts) with drypipe's host key
+  checking, then the user's ssh config (`Include`) for everything else.
+
+Jump hosts (ProxyJump): each hop is a paramiko connection running over a `direct-tcpip`
+channel of the previous one, its host key checked like the final host's.
 
 Host keys are checked against known_hosts (RejectPolicy); an unknown host is refused with a
 message saying how to trust it, unless `ssh_accept_unknown_host` is set; a key that does not
-match known_hosts is always refused.  Errors that retrying cannot fix (unknown or changed host
-key, refused authentication, unusable private key) are `UserError`s; the others are
-`SshUnavailable` (try again later).
+match known_hosts is always refused; the same for every jump host.  Errors that retrying
+cannot fix (unknown or changed host key, refused authentication, unusable private key) are
+`UserError`s; the others are `SshUnavailable` (try again later).
 """
 from __future__ import annotations
 
@@ -30,9 +35,13 @@ import paramiko
 
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
-from executors.ssh_config import HostSettings, check_private_key
+from executors.ssh_config import HostSettings, SshTarget, check_private_key
 
 log = logging.getLogger("drypipe.ssh")
+# paramiko's transport thread logs at ERROR what it then raises to us (a jump host refusing a
+# channel, a dropped socket): drypipe reports those itself, so they show with -vv only.
+logging.getLogger("paramiko.transport").addFilter(lambda record: logging.getLogger().isEnabledFor(logging.DEBUG))
+SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 
 # rsync exit codes worth retrying: socket I/O (10), protocol data stream (12), timeouts (30,
 # 35), and 255 = ssh could not connect or the connection dropped.
@@ -92,7 +101,7 @@ class SshConnection:
     def __init__(self, settings: HostSettings, state_dir: Path):
         self.settings = settings
         self.state_dir = state_dir  # local dir for this run's files (accepted host keys)
-        self._client: paramiko.SSHClient | None = None
+        self._clients: list[paramiko.SSHClient] = []  # the jump hosts', then the host's
         self._lock = threading.RLock()
         self._failures = 0
         self._next_attempt = 0.0
@@ -100,7 +109,8 @@ class SshConnection:
         self.command_count = 0
         self.connect_count = 0
         self.home: str | None = None
-        self._accepted_known_hosts: Path | None = None
+        self._accepted: list[str] = []  # known_hosts lines of the keys accepted in this run
+        self._rsync_config: str | None = None  # the text last written to rsync_config_path
 
     @property
     def label(self) -> str:
@@ -114,9 +124,8 @@ class SshConnection:
             self._ensure(respect_backoff=False)
 
     def _ensure(self, respect_backoff: bool = True) -> paramiko.Transport:
-        client = self._client
-        if client is not None:
-            transport = client.get_transport()
+        if self._clients:
+            transport = self._clients[-1].get_transport()
             if transport is not None and transport.is_active():
                 return transport
             self._drop()
@@ -131,10 +140,43 @@ class SshConnection:
             raise
 
     def _connect(self) -> paramiko.Transport:
+        """Connect to each jump host in turn, each through the previous one, then to the host."""
+        hops = [*self.settings.jumps, self.settings.target]
+        for hop in hops:
+            check_private_key(hop)
+        clients: list[paramiko.SSHClient] = []
+        try:
+            for i, hop in enumerate(hops):
+                sock = self._tunnel(clients[-1], hops[i - 1], hop) if clients else None
+                clients.append(self._connect_hop(hop, sock, jump=i < len(hops) - 1))
+        except BaseException:
+            for client in reversed(clients):
+                client.close()
+            raise
+        transport = clients[-1].get_transport()
+        for client in clients:
+            client.get_transport().set_keepalive(15)
+        self._clients = clients
+        self._failures = 0
+        self._next_attempt = 0.0
+        self.ever_connected = True
+        self.connect_count += 1
+        via = f" through {', '.join(j.label for j in self.settings.jumps)}" if self.settings.jumps else ""
+        log.info("ssh: connected to %s%s", self.label, via)
+        return transport
+
+    def _tunnel(self, client: paramiko.SSHClient, via: SshTarget, to: SshTarget) -> paramiko.Channel:
+        """A direct-tcpip channel from jump host `via` to `to`: the next hop's connection runs in it."""
+        try:
+            return client.get_transport().open_channel(
+                "direct-tcpip", (to.hostname, to.port), ("127.0.0.1", 0), timeout=self.settings.connect_timeout)
+        except paramiko.ChannelException as e:
+            raise SshUnavailable(f"jump host {via.label} cannot reach {to.label}: {e.text}") from None
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
+            raise SshUnavailable(f"jump host {via.label}: {_os_error(e)} (opening a connection to {to.label})") from None
+
+    def _host_keys_into(self, client: paramiko.SSHClient) -> None:
         settings = self.settings
-        target = settings.target
-        check_private_key(target)
-        client = paramiko.SSHClient()
         known = settings.known_hosts
         if known:
             if os.path.exists(known):
@@ -145,11 +187,22 @@ class SshConnection:
             client.load_system_host_keys()
             if os.path.exists("/etc/ssh/ssh_known_hosts"):
                 client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+        for line in self._accepted:  # accepted earlier in this run: a key that changed since is refused
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
         client.set_missing_host_key_policy(
             _AcceptUnknown(self._remember_accepted) if settings.accept_unknown else _RejectUnknown()
         )
+
+    def _connect_hop(self, target: SshTarget, sock: paramiko.Channel | None, jump: bool) -> paramiko.SSHClient:
+        """One authenticated connection; errors name the hop (`jump host ...`, or the host)."""
+        settings = self.settings
+        where = f"jump host {target.label}: " if jump else ""  # UserErrors name the host already
+        hop = f"jump host {target.label}" if jump else target.label
+        client = paramiko.SSHClient()
+        self._host_keys_into(client)
         kwargs = {
-            "hostname": target.hostname, "port": target.port, "username": target.user,
+            "hostname": target.hostname, "port": target.port, "username": target.user, "sock": sock,
             "timeout": settings.connect_timeout, "banner_timeout": settings.connect_timeout,
             "auth_timeout": settings.connect_timeout,
         }
@@ -158,68 +211,60 @@ class SshConnection:
         passphrase = os.environ.get("DRYPIPE_SSH_KEY_PASSPHRASE")
         if passphrase:
             kwargs["passphrase"] = passphrase
+        known = settings.known_hosts or "~/.ssh/known_hosts"
         try:
             client.connect(**kwargs)
         except UnknownHostKey as e:
             client.close()
-            where = known or "~/.ssh/known_hosts"
             raise UserError(
-                f"host {target.known_hosts_name} is not in known_hosts {where} (it offers {e.key.get_name()} key "
-                f"{_fingerprint(e.key)}); refusing to connect. Check the fingerprint and add the key "
-                f"(ssh-keyscan -p {target.port} {target.hostname} >> {where}), or set "
+                f"{where}host {target.known_hosts_name} is not in known_hosts {known} (it offers {e.key.get_name()} "
+                f"key {_fingerprint(e.key)}); refusing to connect. Check the fingerprint and add the key "
+                f"(ssh-keyscan -p {target.port} {target.hostname} >> {known}), or set "
                 "TaskConf(executor_options={'ssh_accept_unknown_host': True}) to trust it"
             ) from None
         except paramiko.BadHostKeyException as e:
             client.close()
             raise UserError(
-                f"host key of {target.known_hosts_name} does NOT match known_hosts {known or '~/.ssh/known_hosts'} "
+                f"{where}host key of {target.known_hosts_name} does NOT match known_hosts {known} "
                 f"(got {e.key.get_name()} {_fingerprint(e.key)}): refusing to connect (possible "
                 "man-in-the-middle attack, or the host was reinstalled)"
             ) from None
         except paramiko.PasswordRequiredException:
             client.close()
             raise UserError(
-                f"private key {target.key_path} is encrypted: set DRYPIPE_SSH_KEY_PASSPHRASE or use an unencrypted key"
+                f"{where}private key {target.key_path} is encrypted: set DRYPIPE_SSH_KEY_PASSPHRASE or use an "
+                "unencrypted key"
             ) from None
         except paramiko.AuthenticationException as e:
             client.close()
             key = f"key {target.key_path}" if target.key_path else "the default keys / ssh agent"
             if self.ever_connected:  # it worked before in this run: a connection cut during auth
-                raise SshUnavailable(f"{self.label}: authentication interrupted ({e})") from None
-            raise UserError(f"ssh authentication as {target.label} failed with {key}") from None
+                raise SshUnavailable(f"{hop}: authentication interrupted ({e})") from None
+            raise UserError(f"{where}ssh authentication as {target.label} failed with {key}") from None
         except (paramiko.SSHException, ValueError) as e:
             client.close()
             text = str(e)
             if "private key" in text.lower() or "not a valid" in text.lower() or isinstance(e, ValueError):
-                raise UserError(f"private key {target.key_path} cannot be used: {text}") from None
-            raise SshUnavailable(f"{self.label}: {text}") from None
+                raise UserError(f"{where}private key {target.key_path} cannot be used: {text}") from None
+            raise SshUnavailable(f"{hop}: {text}") from None
         except (TimeoutError, OSError, EOFError) as e:
             client.close()
-            raise SshUnavailable(f"{self.label}: {_os_error(e)}") from None
-        transport = client.get_transport()
-        transport.set_keepalive(15)
-        self._client = client
-        self._failures = 0
-        self._next_attempt = 0.0
-        self.ever_connected = True
-        self.connect_count += 1
-        log.info("ssh: connected to %s", self.label)
-        return transport
+            raise SshUnavailable(f"{hop}: {_os_error(e)}") from None
+        return client
 
     def _remember_accepted(self, hostname: str, key: paramiko.PKey) -> None:
-        """Write the accepted key where rsync's ssh will check it (this run only)."""
+        """Keep the accepted key for this run: reconnections check it, rsync's ssh reads it."""
+        self._accepted.append(f"{hostname} {key.get_name()} {key.get_base64()}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / f"known_hosts.{self.settings.host_id}"
-        lines = []
-        if self.settings.known_hosts and os.path.exists(self.settings.known_hosts):
-            lines.append(Path(self.settings.known_hosts).read_text().rstrip("\n"))
-        lines.append(f"{hostname} {key.get_name()} {key.get_base64()}")
-        write_atomic(path, "\n".join(l for l in lines if l) + "\n", 0o600)
-        self._accepted_known_hosts = path
+        write_atomic(self.accepted_known_hosts_path, "\n".join(self._accepted) + "\n", 0o600)
+
+    @property
+    def accepted_known_hosts_path(self) -> Path:
+        return self.state_dir / f"known_hosts.{self.settings.host_id}"
 
     def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        clients, self._clients = self._clients, []
+        for client in reversed(clients):
             try:
                 client.close()
             except Exception:  # noqa: BLE001, S110 - closing a dead connection
@@ -286,22 +331,58 @@ class SshConnection:
     # -- rsync ---------------------------------------------------------------------------------
 
     def ssh_command(self) -> str:
-        """The `ssh` command line rsync uses (-e): same key, port and host key checking."""
-        settings = self.settings
-        target = settings.target
-        args = ["ssh", "-p", str(target.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-                "-o", f"ConnectTimeout={int(settings.connect_timeout)}",
-                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
-        if target.key_path:
-            args += ["-i", target.key_path, "-o", "IdentitiesOnly=yes"]
-        known = self._accepted_known_hosts or settings.known_hosts
-        if known:
-            args += ["-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null"]
-        if settings.control_master:
+        """The `ssh` command line rsync uses (-e): the hosts, keys and host key checking of
+        rsync_config_path, plus the shared connection."""
+        args = ["ssh", "-F", str(self._write_rsync_config())]
+        if self.settings.control_master:
             # One ssh connection shared by this run's rsyncs (a new one costs 0.3 s or more).
             args += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_path}",
                      "-o", "ControlPersist=60"]
         return " ".join(shlex.quote(a) for a in args)
+
+    @property
+    def rsync_config_path(self) -> Path:
+        return self.state_dir / f"ssh_config.{self.settings.host_id}"
+
+    def rsync_config(self) -> str:
+        """An ssh config naming this connection `settings.ssh_alias` (its jump hosts
+        `<alias>-jump<N>`) with the addresses, users, ports and keys paramiko used, so that
+        rsync goes exactly where the control connection goes, through the same jump hosts
+        with the same host key checks (ProxyJump hands this file to each hop's ssh)."""
+        settings = self.settings
+        alias = settings.ssh_alias
+        names = [f"{alias}-jump{i + 1}" for i in range(len(settings.jumps))] + [alias]
+        lines = ["# Written by drypipe for rsync's ssh (regenerated every run)."]
+        for i, (name, hop) in enumerate(zip(names, [*settings.jumps, settings.target])):
+            lines += [f"Host {name}", f"    HostName {hop.hostname}", f"    Port {hop.port}"]
+            if hop.user:
+                lines.append(f"    User {hop.user}")
+            if hop.key_path:
+                lines += [f"    IdentityFile {_config_path(hop.key_path)}", "    IdentitiesOnly yes"]
+            lines.append(f"    ProxyJump {names[i - 1] if i else 'none'}")
+        known = [settings.known_hosts or os.path.expanduser("~/.ssh/known_hosts")]
+        if self._accepted:
+            known.append(str(self.accepted_known_hosts_path))
+        lines += [f"Host {' '.join(names)}", "    BatchMode yes", "    StrictHostKeyChecking yes",
+                  f"    UserKnownHostsFile {' '.join(_config_path(k) for k in known)}",
+                  f"    ConnectTimeout {int(settings.connect_timeout)}",
+                  "    ServerAliveInterval 15", "    ServerAliveCountMax 4"]
+        if settings.known_hosts:
+            lines.append("    GlobalKnownHostsFile /dev/null")
+        # The user's and the system's other settings (ciphers, ...) still apply (ssh reads the
+        # system file only without -F).
+        includes = [f for f in (settings.ssh_config, SYSTEM_SSH_CONFIG) if f and os.path.exists(f)]
+        if includes:
+            lines += ["Match all", *(f"    Include {_config_path(f, tokens=False)}" for f in includes)]
+        return "\n".join(lines) + "\n"
+
+    def _write_rsync_config(self) -> Path:
+        text = self.rsync_config()
+        if text != self._rsync_config:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.rsync_config_path, text, 0o600)
+            self._rsync_config = text
+        return self.rsync_config_path
 
     @property
     def control_path(self) -> str:
@@ -314,16 +395,15 @@ class SshConnection:
     def _close_master(self) -> None:
         if self.settings.control_master and os.path.exists(self.control_path):
             try:
-                subprocess.run(["ssh", "-o", f"ControlPath={self.control_path}", "-O", "exit", self.remote("")[:-1]],
+                subprocess.run(["ssh", "-F", str(self.rsync_config_path), "-o", f"ControlPath={self.control_path}",
+                                "-O", "exit", self.settings.ssh_alias],
                                capture_output=True, timeout=10, check=False, stdin=subprocess.DEVNULL)
             except (OSError, subprocess.TimeoutExpired) as e:  # it exits by itself after ControlPersist
                 log.debug("ssh: closing the shared connection to %s: %s", self.label, e)
 
     def remote(self, path: str) -> str:
-        """An rsync remote argument for a path on this host."""
-        target = self.settings.target
-        user = f"{target.user}@" if target.user else ""
-        return f"{user}{target.host}:{path}"
+        """An rsync remote argument for a path on this host (the host as rsync_config names it)."""
+        return f"{self.settings.ssh_alias}:{path}"
 
     def rsync(self, args: list[str], files: list[str] | None = None, what: str = "rsync") -> None:
         """Run rsync with our ssh; `files` (relative paths) go to --files-from.  Retryable
@@ -356,6 +436,13 @@ class SshConnection:
         raise SshUnavailable(f"{what} with {self.label} failed {RSYNC_ATTEMPTS} times: {message}")
 
 
+def _config_path(path: str, tokens: bool = True) -> str:
+    """A path as an ssh config value: quoted, its % not taken for a token (where ssh expands them)."""
+    if '"' in path or "\n" in path:
+        raise UserError(f"path {path!r} cannot be written in an ssh config file (quote or newline)")
+    return '"' + (path.replace("%", "%%") if tokens else path) + '"'
+
+
 def _rsync_error(stderr: str) -> str:
     lines = [l.strip() for l in stderr.splitlines() if l.strip()]
     return "; ".join(lines[-4:]) or "no error message"
@@ -364,6 +451,8 @@ def _rsync_error(stderr: str) -> str:
 def _os_error(e: BaseException) -> str:
     if isinstance(e, socket.timeout):
         return "timed out"
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):  # one error per address tried
+        return "; ".join(sorted({_os_error(error) for error in e.errors.values()}))
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return text
 

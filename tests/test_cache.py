@@ -68,10 +68,10 @@ def completed(tmp_path):
 
 
 @pytest.mark.parametrize("change, rerun, cause", [
-    (dict(factor=5), ["a", "b", "d"], "step 0: was bash snippet"),
+    (dict(factor=5), ["a", "b", "d"], "step 0: bash snippet changed:"),
     (dict(literal=4), ["a", "b", "d"], "input n: was int 3, now int 4"),
-    (dict(body="changed"), ["b", "d"], "step 0: was python p:fb"),
-    (dict(script_body="tac"), ["c"], "step 0: was script script.sh"),
+    (dict(body="changed"), ["b", "d"], "step 0: python p:fb changed:"),
+    (dict(script_body="tac"), ["c"], "step 0: script script.sh changed:"),
 ])
 def test_changed_code_or_literal_reruns_exactly_the_affected_tasks(completed, change, rerun, cause):
     code, instance = completed
@@ -93,14 +93,14 @@ def test_why_follows_a_changed_upstream_to_the_cause(completed):
     why = drypipe("why", "-p", "p:gen", "-i", str(instance), "d", cwd=code, env=NO_PYC, check=True).stdout
     assert "input g: upstream task b changed" in why
     assert "input x: upstream task a changed" in why
-    assert "step 0: was bash snippet" in why
+    assert "step 0: bash snippet changed:" in why
 
 
 def test_changed_input_file_content_reruns_its_consumer(completed):
     code, instance = completed
     (instance / "data.txt").write_text("data v2\n")
     why = drypipe("why", "-p", "p:gen", "-i", str(instance), "c", cwd=code, env=NO_PYC, check=True).stdout
-    assert "input data: was file content" in why
+    assert "input data: file data.txt changed (content " in why
     run(code, instance)
     assert runs(instance) == ["c"]
     assert (instance / "output/c/h.txt").read_text() == "data v2\n"

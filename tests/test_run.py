@@ -140,7 +140,7 @@ def test_dry_run_changes_nothing(tmp_path):
     instance = tmp_path / "i"
     result = drypipe("run", "-p", "p:gen", "-i", str(instance), "--dry-run", cwd=tmp_path, check=True)
     assert "a\twould run" in result.stdout
-    assert "b\twould wait for a" in result.stdout
+    assert "b\twould run\tafter a" in result.stdout
     assert not instance.exists()
 
 

@@ -60,6 +60,8 @@ def _help(text: str | None) -> list[str]:
 def _option_row(param: click.Parameter, ctx: click.Context) -> str | None:
     record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
     if isinstance(param, click.Argument):
+        if not param.get_usage_pieces(ctx):  # a hidden alias of an option (`drypipe why TASK_KEY`)
+            return None
         return f"| `{param.human_readable_name}` | argument{' (required)' if param.required else ''} |"
     if record is None:
         return None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import time
 
@@ -11,11 +12,21 @@ from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.cache import open_cache
 from drypipe.cli import cli
-from drypipe.cli.options import generator_option, instance_dir_option, open_instance
+from drypipe.cli.options import (
+    TaskSelection,
+    generator_option,
+    instance_dir_option,
+    legacy_key_argument,
+    open_instance,
+    task_selection_options,
+)
 from drypipe.digests import DigestCache
+from drypipe.dry_run import RUNNING, STAYS_FAILED, WOULD_WAIT, Plan, Prediction, failed_hint, plan
 from drypipe.dsl import evaluate, load_pipeline
 from drypipe.errors import UserError
 from drypipe.instance import Instance
+from drypipe.scheduler import RunOptions, is_stale as scheduler_is_stale
+from drypipe.status_table import state_matches
 from drypipe.task_record import TaskRecord
 from drypipe.task_script import task_conf_document
 
@@ -32,9 +43,19 @@ def current_signer(instance: Instance, generator: str) -> sig.Signer:
     return signer
 
 
+def is_stale(instance: Instance, signer: sig.Signer, key: str, state: str | None) -> bool:
+    """A completed task whose recorded signature differs from the one it would have now."""
+    if state != st.COMPLETED or key not in signer.docs:
+        return False
+    recorded = TaskRecord(instance.root, key).signature_record()
+    return scheduler_is_stale(state, recorded, signer.signature(key), RunOptions())
+
+
 def explain(instance: Instance, signer: sig.Signer, key: str, indent: str = "") -> list[str]:
-    """Lines saying why `key` is stale, following changed upstreams to the root cause."""
-    record = TaskRecord(instance.root, key).signature_record() or {}
+    """Lines saying why `key` is stale, following changed upstreams to the root cause: a diff
+    of changed code, the file or value of a changed input."""
+    task_record = TaskRecord(instance.root, key)
+    record = task_record.signature_record() or {}
     changes = sig.differences(record.get("ingredients", {}), signer.parts(key))
     lines = []
     for name, before, now in changes:
@@ -42,28 +63,77 @@ def explain(instance: Instance, signer: sig.Signer, key: str, indent: str = "") 
         if upstream:
             lines.append(f"{indent}{name}: upstream task {upstream} changed")
             lines.extend(explain(instance, signer, upstream, indent + "  "))
+        elif name.startswith("step ") and name[5:].isdigit() and before and now:
+            lines.extend(_code_change(task_record, record, signer.docs[key], name, before, now, indent))
+        elif name.startswith("input ") and now and now.startswith("file content "):
+            spec = next(s for s in signer.docs[key]["inputs"] if s["name"] == name[6:])
+            lines.append(f"{indent}{name}: file {spec['path']} changed (content {_digest(before)} -> {_digest(now)})")
         else:
             lines.append(f"{indent}{name}: was {before or '(absent)'}, now {now or '(absent)'}")
     return lines
 
 
+def _digest(ingredient: str | None) -> str:
+    return ingredient.split()[-1][:12] if ingredient else "(absent)"
+
+
+def _code_change(task_record: TaskRecord, record: dict, doc: dict, name: str, before: str, now: str,
+                 indent: str) -> list[str]:
+    """`step N: <what> changed:` and a unified diff of its code, old text from the signature
+    record (or, for a bash snippet, the task-conf.json the completed task ran with)."""
+    index = int(name[5:])
+    what = now.rsplit(" ", 1)[0]  # "bash snippet", "script x.sh", "python mod:func"
+    old = (record.get("code") or {}).get(name)
+    if old is None and before.startswith("bash snippet "):
+        try:
+            old = task_record.conf_document()["steps"][index].get("code")
+        except (UserError, KeyError, IndexError, TypeError, AttributeError):
+            old = None
+    new = sig.step_text(doc, index)
+    if old is None or new is None:
+        return [f"{indent}{name}: {what} changed (was {before}, now {now}; the old code was not recorded)"]
+    diff = difflib.unified_diff(old.splitlines(), new.splitlines(), f"{name}, as {task_record.key} ran it",
+                                f"{name}, now", lineterm="")
+    return [f"{indent}{name}: {what} changed:", *(f"{indent}  {line}" for line in diff)]
+
+
 @cli.command()
 @instance_dir_option
 @generator_option
-@click.argument("task_key")
-def why(instance_dir, generator, task_key):
-    """Say whether TASK_KEY would rerun, and exactly which ingredient changed."""
+@task_selection_options
+@legacy_key_argument
+def why(instance_dir, generator, selection: TaskSelection):
+    """Say whether the tasks (-k) would rerun, and exactly which ingredient changed."""
     instance = open_instance(instance_dir)
-    signer = current_signer(instance, generator)
-    if task_key not in signer.docs:
-        raise UserError(f"the generator does not yield task {task_key!r} (now)")
+    predicted = plan(load_pipeline(generator), instance, RunOptions())
+    signer = predicted.signer
+    for key in selection.exact_keys():
+        if key not in signer.docs:
+            raise UserError(f"the generator does not yield task {key!r} (now)")
+    keys = selection.match(signer.docs)
+    if not keys:
+        raise UserError(f"the generator yields no task that matches {selection.describe()} (now)")
+    shown = 0
+    for key in keys:
+        state = st.read_state(str(instance.control_dir(key)))
+        wanted = selection.state
+        if wanted is None or (is_stale(instance, signer, key, state) if wanted == "stale"
+                              else state_matches(state, wanted)):
+            _why(instance, predicted, key)
+            shown += 1
+    if not shown:
+        click.echo(f"no task is {selection.state}")
+
+
+def _why(instance: Instance, predicted: Plan, task_key: str) -> None:
+    signer = predicted.signer
     control = instance.control_dir(task_key)
     task_record = TaskRecord(instance.root, task_key)
     state = task_record.state()
     record = task_record.signature_record()
     cached = (task_record.cached_from() or "").split() or None
     if state != st.COMPLETED:
-        click.echo(f"{task_key} is {state or 'not generated yet'}: it will run")
+        click.echo(f"{task_key} is {state or 'not generated yet'}: {_what_run_does(predicted.predictions[task_key])}")
     elif record is None:
         click.echo(f"{task_key} is completed; no signature was recorded (it will be adopted as is)")
     elif record["signature"] == signer.signature(task_key):
@@ -73,6 +143,18 @@ def why(instance_dir, generator, task_key):
         click.echo(f"{task_key} is stale and will rerun:")
         for line in explain(instance, signer, task_key, "  "):
             click.echo(line)
+
+
+def _what_run_does(prediction: Prediction) -> str:
+    """What `drypipe run` will do to a task that has not completed, as `run --dry-run` predicts it."""
+    action, detail = prediction.action, prediction.detail
+    if action == WOULD_WAIT:
+        return f"it waits {detail}"
+    if action == STAYS_FAILED:
+        return f"it does not run again by itself: {failed_hint(prediction.key)}"
+    if action == RUNNING:
+        return "it is running; `drypipe run` watches it until it ends"
+    return f"{action.replace('would', 'it will')}" + (f" {detail}" if detail else "")
 
 
 def _dendro_origin(control) -> str:

@@ -1,10 +1,15 @@
 """Options shared by subcommands, with the environment variables of the manual."""
 from __future__ import annotations
 
+import fnmatch
+import functools
 import os
+from dataclasses import dataclass
 
 import click
+from click.shell_completion import CompletionItem
 
+from drypipe.errors import UserError
 from drypipe.instance import Instance
 
 instance_dir_option = click.option(
@@ -31,7 +36,96 @@ generator_option = click.option(
     "(env DRYPIPE_PIPELINE_GENERATOR).",
 )
 
-task_key_option = click.option("--task-key", "-k", "task_key", required=True, help="Task key.")
+
+def complete_task_keys(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion: the task keys of the instance given by -i/-pid (or the current one)."""
+    root = ctx.params.get("instance_dir") or os.environ.get("DRYPIPE_PIPELINE_INSTANCE_DIR") or "."
+    keys = Instance(root).task_keys()
+    return [CompletionItem(k) for k in sorted(keys) if k.startswith(incomplete)]
+
+
+def key_option(help_text: str, metavar: str = "KEY"):
+    """`-k/--key` (and `--task-key`, the original's spelling) of the commands that take one key."""
+    return click.option("--task-key", "-k", "--key", "task_key", required=True, metavar=metavar,
+                        shell_complete=complete_task_keys, help=help_text)
+
+
+task_key_option = key_option("Task key.")
+
+# The states `--state` selects: the markers' names (failed also selects killed, timed-out and
+# lost), `running` for a task between its launch and its end, and `stale` (needs -p).
+STATE_CHOICES = ("waiting", "ready", "launched", "running", "completed", "failed", "killed", "timed-out",
+                 "lost", "stale")
+
+
+@dataclass(frozen=True)
+class TaskSelection:
+    """Which tasks a command works on: key globs (none: every task) and a state."""
+
+    globs: tuple[str, ...] = ()
+    state: str | None = None
+
+    def describe(self) -> str:
+        return ", ".join(repr(g) for g in self.globs) if self.globs else "'*'"
+
+    def exact_keys(self) -> list[str]:
+        return [g for g in self.globs if not any(c in g for c in "*?[")]
+
+    def match(self, candidates) -> list[str]:
+        """The candidate keys that the globs select, sorted (every one without globs)."""
+        return sorted(k for k in candidates if not self.globs or any(fnmatch.fnmatchcase(k, g) for g in self.globs))
+
+    def keys(self, instance: Instance) -> list[str]:
+        """The matching keys, sorted; a UserError when an exact key is not a task, or when no
+        task matches the globs."""
+        for key in self.exact_keys():
+            instance.existing_control_dir(key)  # names the key when it is not a task
+        keys = self.match(instance.task_keys())
+        if self.globs and not keys:
+            raise UserError(f"no task matches {self.describe()} in {instance.root}")
+        return keys
+
+    def states(self, instance: Instance) -> dict[str, str | None]:
+        """Matching key -> state, by the globs only (the state filter is the caller's: `status`
+        shows the summary of every matching task and the rows in that state)."""
+        from drypipe import state as st
+
+        return {k: st.read_state(str(instance.control_dir(k))) for k in self.keys(instance)}
+
+
+class _HiddenArgument(click.Argument):
+    """A positional argument left out of the usage line: an old spelling kept working."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return []
+
+
+# `drypipe why TASK_KEY`: the positional spelling of `-k`, for commands that had one.
+legacy_key_argument = click.argument("legacy_args", nargs=-1, cls=_HiddenArgument, shell_complete=complete_task_keys)
+
+
+def task_selection_options(f):
+    """`-k/--key GLOB` (repeatable) and `--state STATE`; passes `selection: TaskSelection`.
+
+    Hidden aliases keep the spellings of earlier versions working: `--task-key`, `--filter`
+    (and, with `legacy_key_argument`, positional keys)."""
+
+    @functools.wraps(f)
+    def wrapper(*args, keys: tuple[str, ...], legacy_keys: tuple[str, ...], state: str | None, **kwargs):
+        globs = (*keys, *legacy_keys, *kwargs.pop("legacy_args", ()))
+        return f(*args, selection=TaskSelection(tuple(dict.fromkeys(globs)), state), **kwargs)
+
+    for decorator in reversed((
+        click.option("--key", "-k", "keys", multiple=True, metavar="GLOB", shell_complete=complete_task_keys,
+                     help="Only tasks whose key matches GLOB (repeatable; default: every task)."),
+        click.option("--task-key", "--filter", "legacy_keys", multiple=True, hidden=True,
+                     shell_complete=complete_task_keys),
+        click.option("--state", type=click.Choice(STATE_CHOICES), metavar="STATE",
+                     help=f"Only tasks in this state: {', '.join(STATE_CHOICES)} (stale needs -p); failed "
+                          "includes killed, timed-out and lost."),
+    )):
+        wrapper = decorator(wrapper)
+    return wrapper
 
 
 def sleep_schedule_option(f):
@@ -59,5 +153,5 @@ def parse_sleep_schedule(text: str) -> tuple[float, ...]:
 def open_instance(instance_dir: str, must_exist: bool = True) -> Instance:
     instance = Instance(instance_dir)
     if must_exist and not instance.drypipe_dir.is_dir():
-        raise click.ClickException(f"{os.path.abspath(instance_dir)} is not a pipeline instance (no .drypipe/)")
+        raise UserError(f"{os.path.abspath(instance_dir)} is not a pipeline instance (no .drypipe/)")
     return instance

@@ -15,7 +15,7 @@ import click
 
 from drypipe import state as st
 from drypipe.cli import cli
-from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.cli.options import instance_dir_option, key_option, open_instance, task_key_option
 from drypipe.cli.slurm_commands import resolve_keys, unclaim
 from drypipe.errors import UserError
 from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class, outcome_state
@@ -23,10 +23,8 @@ from drypipe.instance import Instance
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
 
-group_key_option = click.option(
-    "--task-key", "-k", "task_key", required=True,
-    help="A task key, a glob over task keys, or a parent key (see array-create-parent).",
-)
+group_key_option = key_option("A task key, a glob over task keys, or a parent key (see array-create-parent).",
+                              "KEY|GLOB")
 wait_option = click.option("--wait", is_flag=True, help="Wait until the task(s) end; exit code 0 only if all completed.")
 
 

@@ -15,7 +15,7 @@ import click
 
 from drypipe import state as st
 from drypipe.cli import cli
-from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.cli.options import instance_dir_option, key_option, open_instance, task_key_option
 from drypipe.errors import UserError
 from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
@@ -173,8 +173,7 @@ def sbatch_gen(instance_dir, task_key):
 
 @cli.command("array-submit")
 @instance_dir_option
-@click.option("--task-key", "-k", "task_key", required=True,
-              help="A parent key (see array-create-parent) or a glob over task keys.")
+@key_option("A parent key (see array-create-parent) or a glob over task keys.", "KEY|GLOB")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Submit at most N tasks.")
 def array_submit(instance_dir, task_key, limit):
     """Submit the ready tasks of a parent key (or matching a glob) as one Slurm job array.
@@ -204,7 +203,7 @@ def array_submit(instance_dir, task_key, limit):
 @click.option("--filter", "filter_glob", metavar="GLOB", help="The children: tasks whose key matches GLOB.")
 def array_create_parent(instance_dir, task_key, glob, filter_glob):
     """Create a parent key naming the tasks that match a glob, for array-submit and
-    restart-failed-array-tasks (e.g. `array-create-parent -k all-chunks 'chunk.*'`)."""
+    restart-failed-array-tasks (as in `drypipe array-create-parent -k all-chunks 'chunk.*'`)."""
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
     check_task_key(task_key)
@@ -222,7 +221,7 @@ def array_create_parent(instance_dir, task_key, glob, filter_glob):
 
 @cli.command("restart-failed-array-tasks")
 @instance_dir_option
-@click.option("--task-key", "-k", "task_key", required=True, help="A parent key or a glob over task keys.")
+@key_option("A parent key or a glob over task keys.", "KEY|GLOB")
 @click.option("--include-pre-launch", is_flag=True,
               help="Also restart tasks submitted but never started whose job is gone (e.g. scancel of a pending array).")
 def restart_failed_array_tasks(instance_dir, task_key, include_pre_launch):

@@ -2,7 +2,6 @@
 list-states, poll-task, call, report-execution-times."""
 from __future__ import annotations
 
-import fnmatch
 import os
 import subprocess
 import sys
@@ -11,19 +10,24 @@ import click
 
 from drypipe import state as st
 from drypipe.cli import cli
-from drypipe.cli.options import instance_dir_option, open_instance, task_key_option
+from drypipe.cli.options import (
+    TaskSelection,
+    instance_dir_option,
+    open_instance,
+    task_key_option,
+    task_selection_options,
+)
 from drypipe.errors import UserError
 from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
 
 
-def _states(instance: Instance, pattern: str = "*") -> dict[str, str | None]:
-    return {
-        k: st.read_state(str(instance.control_dir(k)))
-        for k in sorted(instance.task_keys())
-        if fnmatch.fnmatchcase(k, pattern)
-    }
+def in_state(state: str | None, wanted: str | None) -> bool:
+    """Whether a task in `state` is selected by `--state wanted` (None: any state)."""
+    from drypipe.status_table import state_matches
+
+    return wanted is None or state_matches(state, wanted)
 
 
 force_option = click.option("--force", is_flag=True,
@@ -32,33 +36,29 @@ force_option = click.option("--force", is_flag=True,
 
 @cli.command()
 @instance_dir_option
-@click.option("--filter", "pattern", default="*", help="Only tasks whose key matches this glob.")
-@click.option("--state", "state_filter",
-              help="Only tasks in this state: waiting, ready, running, completed, failed (any failure), "
-                   "killed, timed-out, lost, stale (with -p), or an exact marker such as failed.1.")
+@task_selection_options
 @click.option("--generator", "-p", "--pipeline", "generator", envvar="DRYPIPE_PIPELINE_GENERATOR",
               help="<module>:<function>: also mark completed tasks that are stale (would rerun).")
-def status(instance_dir, pattern, state_filter, generator):
+def status(instance_dir, selection: TaskSelection, generator):
     """Show each task's state, executor, job id and duration.
 
-    Exit code: 0 when every task has completed (and none is stale, with -p), 1 when a task
-    failed, 3 when tasks are still waiting or running.
+    Exit code (over the tasks that -k selects): 0 when every task has completed (and none is
+    stale, with -p), 1 when a task failed, 3 when tasks are still waiting or running.
     """
     from drypipe.status_table import print_status
 
+    if selection.state == "stale" and not generator:
+        raise click.UsageError("--state stale needs the pipeline to compare with: pass -p <module>:<function>",
+                               click.get_current_context())
     instance = open_instance(instance_dir)
-    states = _states(instance, pattern)
+    states = selection.states(instance)
     stale: set[str] = set()
     if generator:
-        from drypipe.cli.cache_commands import current_signer
+        from drypipe.cli.cache_commands import current_signer, is_stale
 
         signer = current_signer(instance, generator)
-        for key, state in states.items():
-            if state == st.COMPLETED and key in signer.docs:
-                record = TaskRecord(instance.root, key).signature_record()
-                if record is not None and record.get("signature") != signer.signature(key):
-                    stale.add(key)
-    sys.exit(print_status(instance, states, state_filter, stale))
+        stale = {key for key, state in states.items() if is_stale(instance, signer, key, state)}
+    sys.exit(print_status(instance, states, selection.state, stale))
 
 
 @cli.command()
@@ -146,22 +146,21 @@ def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, 
 
 @cli.command()
 @instance_dir_option
-@click.option("--task-key", "-k", "pattern", default="*", help="Task key or glob (default: every running task).")
-def kill(instance_dir, pattern):
-    """Stop running tasks (SIGTERM locally, scancel under Slurm): they end in state killed.N."""
+@task_selection_options
+def kill(instance_dir, selection: TaskSelection):
+    """Stop running tasks (SIGTERM locally, scancel under Slurm): they end in state killed.N
+    (and are not retried by --retries)."""
     instance = open_instance(instance_dir)
-    if not any(c in pattern for c in "*?["):
-        instance.existing_control_dir(pattern)  # an exact key: an error if there is no such task
-    matching = _states(instance, pattern)
-    if not matching:
-        raise UserError(f"no task matches {pattern!r} in {instance.root}")
-    running = [k for k, s in matching.items() if st.is_in_flight(s)]
+    matching = selection.states(instance)
+    running = [k for k, s in matching.items() if st.is_in_flight(s) and in_state(s, selection.state)]
     if not running:
         click.echo("no running task matches")
         return
     by_executor: dict[str, list[TaskRun]] = {}
     for key in running:
-        conf = TaskRecord(instance.root, key).task_conf()
+        record = TaskRecord(instance.root, key)
+        conf = record.task_conf()
+        record.request_kill("drypipe kill")  # first: a killed task with retries left is then not retried
         by_executor.setdefault(conf.executor_name(), []).append(TaskRun(key, instance.root, conf))
     context = ExecutorContext(instance.root)
     for name, runs in by_executor.items():
@@ -194,13 +193,17 @@ def dump_env(instance_dir, task_key):
 
 @cli.command("list-states")
 @instance_dir_option
-@click.option("--task-key", "-k", "pattern", default="*", help="Task key or glob.")
+@task_selection_options
 @click.option("--gen-rsync-list", is_flag=True, hidden=True)
-def list_states(instance_dir, pattern, gen_rsync_list):
+def list_states(instance_dir, selection: TaskSelection, gen_rsync_list):
     """Print `<task key> <state>` for every task (one line each, for scripts)."""
+    if selection.state == "stale":
+        raise click.UsageError("list-states cannot tell stale tasks: use `drypipe status --state stale -p ...`",
+                               click.get_current_context())
     instance = open_instance(instance_dir)
-    for key, state in _states(instance, pattern).items():
-        click.echo(f"{key}\t{state or 'none'}")
+    for key, state in selection.states(instance).items():
+        if in_state(state, selection.state):
+            click.echo(f"{key}\t{state or 'none'}")
 
 
 @cli.command("poll-task")
@@ -232,30 +235,34 @@ def call(instance_dir, task_key, module_function):
 
 @cli.command("report-execution-times")
 @instance_dir_option
-@click.option("--task-key", "-k", "task_key", help="One task only.")
-@click.option("--filter", "pattern", default="*", show_default=True, help="Glob over task keys.")
+@task_selection_options
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML report with a timeline chart to this file.")
-def report_execution_times(instance_dir, task_key, pattern, html_file):
-    """Duration (and CPU time, when recorded) of each task, then min/median/max/total per group
-    of tasks whose keys differ only by numbers (task-for-chunk.*) and over all matching tasks."""
+def report_execution_times(instance_dir, selection: TaskSelection, html_file):
+    """Duration (and CPU time, when recorded) of each task and its peak memory, then
+    min/median/max/total per group of tasks whose keys differ only by numbers
+    (task-for-chunk.*) and over all matching tasks, over their completed runs (failures are
+    counted apart)."""
     from drypipe import report
-    from drypipe.display import columns
+    from drypipe.display import columns, natural_key
 
+    if selection.state == "stale":
+        raise click.UsageError("report-execution-times cannot tell stale tasks", click.get_current_context())
     instance = open_instance(instance_dir)
-    if task_key:
-        instance.existing_control_dir(task_key)
-    times = report.collect(instance, pattern, [task_key] if task_key else None)
-    if not times:
-        raise UserError(f"no task matches {pattern!r} in {instance.root}")
-    tasks, groups = report.text_tables(times, task_key or pattern)
-    for line in columns(tasks, right={3, 4}):
+    keys = [k for k, s in selection.states(instance).items() if in_state(s, selection.state)]
+    if not keys:
+        raise UserError(f"no task matches {selection.describe()}"
+                        f"{f' in state {selection.state}' if selection.state else ''} in {instance.root}")
+    times = report.collect(instance, keys=sorted(keys, key=natural_key))
+    pattern = selection.globs[0] if len(selection.globs) == 1 else "*"
+    tasks, groups = report.text_tables(times, pattern)
+    for line in columns(tasks, right=report.TASK_NUMERIC):
         click.echo(line)
     click.echo()
-    for line in columns(groups, right={1, 2, 3, 4, 5, 6}):
+    for line in columns(groups, right=report.GROUP_NUMERIC):
         click.echo(line)
     if html_file:
         from drypipe.instance import write_atomic
 
-        write_atomic(html_file, report.html_report(instance, times, task_key or pattern))
+        write_atomic(html_file, report.html_report(instance, times, pattern))
         click.echo(f"HTML report: {os.path.abspath(html_file)}")

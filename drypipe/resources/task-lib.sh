@@ -14,8 +14,9 @@ __usage() {
 usage: task [run] [--at-step N] [--force] run the task (in the foreground), from step N;
                                            --force: even if an upstream task has not completed
        task kill                           stop the running task (SIGTERM to its steps)
-       task tail                           follow out.log and drypipe.log
+       task tail                           print out.log and drypipe.log; follow them while the task runs
        task ps                             show the task's processes
+       task container-command [N]          print the command that runs step N (0) in its container
 USAGE
 }
 
@@ -223,22 +224,61 @@ __before_step() {  # TaskConf.command_before_task (module load, conda activate .
 
 __container_or() {  # __container_or IMAGE STEP COMMAND...: COMMAND, inside IMAGE unless already there
     if [[ -n $1 && -z ${__inside_container:-} ]]; then
-        __in_container "$1" "$2"
+        local __cmd __line
+        __container_command "$1" "$2" || return
+        if [[ -n ${__print_only:-} ]]; then  # ./task container-command STEP
+            printf -v __line '%q ' "${__cmd[@]}"
+            printf '%s\n' "${__line% }"
+            return 0
+        fi
+        "${__cmd[@]}"
+    elif [[ -n ${__print_only:-} ]]; then
+        echo "task $__task_key: step $2 runs outside a container"
     else
         shift 2
         "$@"
     fi
 }
 
-__in_container() {  # __in_container IMAGE STEP: run one step inside an apptainer/singularity image
-    local image=$1 runtime
-    [[ $image == /* ]] || image="${__containers_dir:-.}/$image"
-    runtime=$(command -v apptainer || command -v singularity) || {
-        echo "drypipe: task $__task_key: step $2 needs container $1 but neither apptainer nor singularity is installed" >&2
+__container_command() {  # __container_command IMAGE STEP: sets __cmd, the command line that runs STEP in IMAGE
+    # $__container_runtime and $__container_binds come from task-env.sh (drypipe/containers.py).
+    # The step sees the instance dir, its scratch dir, the code dir and its inputs outside the
+    # instance at their own paths, and starts in its output dir; inside, this script runs again
+    # (--step-only) and loads the task's variables from task-env.sh.
+    local image=$1 runtime=${__container_runtime:-apptainer} bin b binds=() flags=() missing
+    for b in "$__pipeline_instance_dir" "$__scratch_dir" "${__container_binds[@]}"; do
+        [[ -e $b && $b != "$__pipeline_instance_dir"/* ]] || continue  # inside the instance dir: bound with it
+        if [[ $b == *[:,]* ]]; then  # bind specifications are separated by these
+            echo "drypipe: task $__task_key: step $2: cannot bind $b into container $1: its path contains ':' or ','" >&2
+            return 2
+        fi
+        binds+=("$b")
+    done
+    case $runtime in
+        apptainer|singularity)  # one command line (singularity is apptainer's former name)
+            [[ $image == /* || $image == *://* ]] || image="${__containers_dir:-.}/$image"
+            bin=$(command -v "$runtime" || command -v apptainer || command -v singularity)
+            missing="neither apptainer nor singularity is installed"
+            for b in "${binds[@]}"; do flags+=(--bind "$b"); done
+            __cmd=("${bin:-$runtime}" exec --pwd "$__task_output_dir" --env __inside_container=1 "${flags[@]}") ;;
+        podman|docker)
+            bin=$(command -v "$runtime")
+            missing="$runtime is not installed"
+            for b in "${binds[@]}"; do flags+=(--volume "$b:$b"); done
+            [[ -n ${SLURM_TMPDIR:-} ]] && flags+=(--env SLURM_TMPDIR)  # the scratch dir, in task-env.sh
+            # docker's daemon would run the step as root: the files it writes belong to the user
+            [[ $runtime == docker ]] && flags+=(--user "$(id -u):$(id -g)")
+            __cmd=("${bin:-$runtime}" run --rm --network host --workdir "$__task_output_dir"
+                   --env __inside_container=1 "${flags[@]}") ;;
+        *)
+            echo "drypipe: task $__task_key: step $2: unknown container runtime '$runtime' (apptainer, singularity, podman or docker)" >&2
+            return 2 ;;
+    esac
+    __cmd+=("$image" bash "$__control_dir/task" --step-only "$2")
+    if [[ -z $bin && -z ${__print_only:-} ]]; then
+        echo "drypipe: task $__task_key: step $2 needs container $1 but $missing (container runtime: $runtime)" >&2
         return 127
-    }
-    __inside_container=1 APPTAINER_BIND="${APPTAINER_BIND:+$APPTAINER_BIND,}$__pipeline_instance_dir" \
-        "$runtime" exec "$image" "$__control_dir/task" --step-only "$2"
+    fi
 }
 
 __log_cpu() {  # CPU time (user, system) of this run's steps, for `drypipe report-execution-times`
@@ -443,11 +483,38 @@ __kill() {
     return 1
 }
 
+__tail() {  # like `tail`; while the task runs, follow its logs until it ends
+    local pid logs=() f follower
+    for f in "$__control_dir/out.log" "$__control_dir/drypipe.log"; do [[ -e $f ]] && logs+=("$f"); done
+    if pid=$(__pid_of_task); then  # a process of this host: tail itself stops when it ends
+        exec tail -n 40 -F --pid="$pid" "$__control_dir/out.log" "$__control_dir/drypipe.log" 2>/dev/null
+    fi
+    if __running_elsewhere; then  # e.g. a Slurm job on another node: until its marker says it ended
+        tail -n 40 -F "$__control_dir/out.log" "$__control_dir/drypipe.log" 2>/dev/null &
+        follower=$!
+        trap "kill $follower 2>/dev/null" EXIT
+        trap 'exit 130' INT TERM  # Ctrl-C: the EXIT trap stops the follower too
+        while __running_elsewhere; do sleep 2; done
+        sleep 1.5  # tail reads the files once a second: let it print their last lines
+        return 0
+    fi
+    (( ${#logs[@]} )) || { echo "task $__task_key has no log yet"; return 0; }
+    exec tail -n 40 "${logs[@]}"
+}
+
+__running_elsewhere() {  # a Slurm job whose marker says it runs, and that Slurm (if here) still knows
+    local job
+    read -r job _ < "$__control_dir/slurm_job_id" 2>/dev/null || return 1
+    __current_state && [[ $__state == launched || $__state == step-started.* || $__state == step-completed.* ]] || return 1
+    ! command -v squeue > /dev/null || [[ -n $(squeue -h -j "$job" -o %i 2>/dev/null) ]]
+}
+
 __main() {
     local cmd=run at_step="" step_only="" force=""
     while (($#)); do
         case $1 in
             run|kill|tail|ps) cmd=$1 ;;
+            container-command) cmd=$1 step_only=${2:-0}; (($# > 1)) && shift ;;
             --at-step) at_step=${2:?--at-step needs a step number}; shift ;;
             --step-only) step_only=${2:?}; shift ;;
             --force) force=1 ;;
@@ -459,11 +526,15 @@ __main() {
     done
     case $cmd in
         kill) __kill ;;
-        tail) exec tail -n 40 -F "$__control_dir/out.log" "$__control_dir/drypipe.log" ;;
+        tail) __tail ;;
         ps)
             local pid
             pid=$(__pid_of_task) || { echo "task $__task_key is not running"; return 1; }
             ps -o pid,pgid,stat,etime,args -p "$pid" --ppid "$pid" -g "$(ps -o pgid= --ppid "$pid" | tr -d ' ' | paste -sd,)" 2>/dev/null
+            ;;
+        container-command)
+            __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; return 1; }
+            __print_only=1 __run_step "$step_only"
             ;;
         run)
             if [[ -n $step_only ]]; then

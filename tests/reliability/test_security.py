@@ -80,8 +80,8 @@ def gen(dsl):
     yield dsl.task(key="k_-.=+,@:9").calls("true\\n")()
     # TaskConf strings that name things: a container image and an interpreter
     yield dsl.task(key="container", task_conf=TaskConf(container=PAYLOADS[0])).calls("true\\n")()
-    yield dsl.task(key="python-bin", task_conf=TaskConf(python_bin=PAYLOADS[2].strip())).outputs(
-        back=str).calls(echo_back)()
+    yield dsl.task(key="python-bin", task_conf=TaskConf(python_bin=PAYLOADS[2].strip())).inputs(
+        v="x", from_bash="x").outputs(back=str).calls(echo_back)()
 '''
 
 

@@ -12,6 +12,8 @@ Fixtures (each returns a dict: the variables of the server's ``env.sh``, plus
 * ``sshd_server`` -- sshd on 127.0.0.1 (``sshd.sh``): ``SSHD_PORT``, ``SSH_HOST``,
   ``SSH_USER``, ``SSH_KEY``, ``SSH_KNOWN_HOSTS``, ``SSH_CONFIG``, ``SSH_HOST_ALIAS``,
   ``SSH_REMOTE_BASE``, ``SSH_REMOTE_PYTHON``.
+* ``sshd_inner_server`` -- a second sshd on 127.0.0.1 (``sshd_inner.sh``) that only the ssh
+  user's processes can reach, i.e. only through ``sshd_server`` as a jump host; same variables.
 * ``s3_server`` -- moto S3 server (``s3.sh``): ``AWS_ENDPOINT_URL_S3``, ``S3_ENDPOINT_URL``,
   ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``.
 
@@ -42,6 +44,7 @@ SERVICES_DIR = Path(__file__).resolve().parent
 SERVICES = {
     "slurm_cluster": ("slurm.sh", "slurm"),
     "sshd_server": ("sshd.sh", "sshd"),
+    "sshd_inner_server": ("sshd_inner.sh", "sshd-inner"),
     "s3_server": ("s3.sh", "s3"),
 }
 
@@ -233,6 +236,12 @@ def slurm_cluster(request):
 def sshd_server(request):
     """A running sshd on 127.0.0.1 that lets SSH_USER in with SSH_KEY."""
     yield from _fixture(request, "sshd_server")
+
+
+@pytest.fixture(scope="session")
+def sshd_inner_server(request):
+    """A running sshd on 127.0.0.1 that root cannot reach directly: only through sshd_server."""
+    yield from _fixture(request, "sshd_inner_server")
 
 
 @pytest.fixture(scope="session")

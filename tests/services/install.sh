@@ -23,9 +23,15 @@ fi
 PACKAGES=(slurmctld slurmd slurm-client munge
           openssh-server openssh-client rsync
           procps tmux curl iproute2 python3 python3-venv
-          chromium     # headless: tests/ux open the HTML report of report-execution-times in it
+          chromium     # headless: tests/ux open the HTML report of report-execution-times, and the docs site offline, in it
+          graphviz     # dot: tests/ux/test_graph.py parses `drypipe graph --format dot` with Graphviz itself
           bash-builtins  # loadable mkdir/rmdir: the task runtime saves a fork each where present
-          strace)        # tests/reliability: the crash-point sweep injects faults with it
+          strace         # tests/reliability: the crash-point sweep injects faults with it
+          nftables       # sshd_inner.sh: a test sshd that root reaches only through a jump host
+          # tests/test_containers.py runs tasks in real containers: podman, with runc (crun
+          # refuses this machine's hybrid cgroups), and for rootless podman on the ssh host
+          # newuidmap (uidmap) and its pause process (catatonit)
+          podman runc uidmap catatonit)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -108,6 +114,11 @@ fi
 # '*' means "no password can match" but the account is not locked.
 if [ "$(getent shadow "$SSH_USER" | cut -d: -f2)" != "*" ]; then
     usermod -p '*' "$SSH_USER"
+fi
+# Rootless podman (tests/test_containers.py, a task in a container on the ssh host) maps the
+# container's users to these ids; useradd adds them only when /etc/subuid exists already.
+if ! grep -q "^$SSH_USER:" /etc/subuid 2>/dev/null; then
+    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 "$SSH_USER"
 fi
 
 log "done"

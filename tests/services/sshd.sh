@@ -25,8 +25,13 @@
 # authorized keys as that user, and the user works in STATE_DIR/remote. (pytest's own tmp
 # dirs are mode 700: the fixture uses a dir of its own.)
 # Requires: install.sh has run (openssh-server, user drypipe-ssh); root.
+#
+# sshd_inner.sh runs this script with SSHD_REACHABLE_BY_SSH_USER_ONLY=1: a second server
+# that only the ssh user's processes can connect to (see there).
 set -euo pipefail
+ONLY_SSH_USER=${SSHD_REACHABLE_BY_SSH_USER_ONLY:-0}
 SERVICE=sshd
+[ "$ONLY_SSH_USER" = 1 ] && SERVICE=sshd-inner
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 parse_args "start stop kill-sessions status" "$@"
@@ -43,6 +48,8 @@ AUTH_KEYS=$STATE_DIR/authorized_keys
 KNOWN_HOSTS=$STATE_DIR/known_hosts
 CLIENT_CONFIG=$STATE_DIR/ssh_config
 HOST_ALIAS=drypipe-test-sshd
+[ "$ONLY_SSH_USER" = 1 ] && HOST_ALIAS=drypipe-test-sshd-inner
+NFT_TABLE_FILE=$STATE_DIR/nft_table
 REMOTE=$STATE_DIR/remote
 ENV_FILE=$STATE_DIR/env.sh
 
@@ -93,7 +100,37 @@ do_stop() {
         kill_pids "$pids"
     fi
     kill_sessions
+    firewall_off
     rm -f "$ENV_FILE"
+}
+
+# firewall_on PORT: only the ssh user's processes (such as the sessions of another test sshd
+# used as a jump host) may connect to 127.0.0.1:PORT; the others get a TCP reset. The rule
+# is in an nftables table of its own, recorded in NFT_TABLE_FILE and deleted by stop.
+firewall_on() {
+    local port=$1 table=drypipe_sshd_$1 uid connect
+    command -v nft >/dev/null || die "nft missing: run tests/services/install.sh"
+    uid=$(id -u "$SSH_USER")
+    echo "$table" > "$NFT_TABLE_FILE"
+    nft -f - <<EOF || die "nft could not add the rule for port $port"
+table inet $table {
+    chain output {
+        type filter hook output priority 0; policy accept;
+        ip daddr 127.0.0.1 tcp dport $port meta skuid != $uid reject with tcp reset
+    }
+}
+EOF
+    # The proof, both ways: we (root) are refused, the ssh user gets through.
+    connect="import socket; socket.create_connection(('127.0.0.1', $port), 5).close()"
+    if "$PY" -S -c "$connect" 2>/dev/null; then die "port $port is still reachable by root"; fi
+    runuser -u "$SSH_USER" -- "$PY" -S -c "$connect" || die "$SSH_USER cannot reach port $port"
+    log "127.0.0.1:$port is reachable by $SSH_USER only (nftables table $table)"
+}
+
+firewall_off() {
+    [ -s "$NFT_TABLE_FILE" ] || return 0
+    nft delete table inet "$(cat "$NFT_TABLE_FILE")" 2>/dev/null || true
+    rm -f "$NFT_TABLE_FILE"
 }
 
 ssh_check() {
@@ -188,6 +225,7 @@ EOF
     # A real login, with host key checking, proves the whole chain works.
     ssh_check "$port" 2>>"$LOG" || { tail_log "$LOG"; die "ssh login as $SSH_USER failed"; }
     log "ssh login as $SSH_USER works"
+    [ "$ONLY_SSH_USER" = 1 ] && firewall_on "$port"
 
     write_env "$ENV_FILE" \
         "SSHD_PORT=$port" \

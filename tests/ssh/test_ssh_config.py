@@ -62,7 +62,7 @@ def test_remote_dest_of_the_task_command():
     conf = SshExecutor.with_remote_dest(TaskConf(), "me@h:2200:/scratch/runs:/keys/k")
     assert (conf.ssh_specs, conf.remote_base_dir) == ("me@h:2200:/keys/k", "/scratch/runs")
     conf = SshExecutor.with_remote_dest(TaskConf(), "me@h:/scratch/runs")
-    assert (conf.ssh_specs, conf.remote_base_dir) == ("me@h:22", "/scratch/runs")
+    assert (conf.ssh_specs, conf.remote_base_dir) == ("me@h", "/scratch/runs")  # the port: ssh config's or 22
 
 
 @DryPipe.python_call()

@@ -25,9 +25,10 @@ def test_text_report(tmp_path):
     rows = {line.split()[0]: line.split() for line in tasks.splitlines()[1:]}
     assert set(rows) == {"prepare-chunks", "task-for-chunk.0", "task-for-chunk.1", "task-for-chunk.2",
                          "analyze-all-work-pieces"}
-    for key, (_, state, executor, duration, cpu) in rows.items():
+    for key, (_, state, executor, duration, cpu, rss) in rows.items():
         assert (state, executor) == ("completed", "process")
         assert re.fullmatch(r"\d+\.\d{3}s", duration) and re.fullmatch(r"\d+\.\d{3}s", cpu), rows[key]
+        assert re.fullmatch(r"\d+\.\dMiB", rss) and float(rss[:-3]) > 1, rows[key]  # measured by wait4
     group_rows = {line.split()[0]: line.split() for line in groups.splitlines()[1:]}
     assert group_rows["task-for-chunk.*"][1] == "3"  # min, median, max, total, cpu follow
     assert group_rows["*"][1:3] == ["(all)", "5"]
@@ -73,7 +74,7 @@ def test_failed_and_unstarted_tasks(tmp_path):
     report = tmp_path / "r.html"
     result = drypipe("report-execution-times", "-i", str(instance), "--html", str(report), cwd=tmp_path, check=True)
     rows = {line.split()[0]: line.split() for line in result.stdout.split("\n\n")[0].splitlines()[1:]}
-    assert rows["after"][1:] == ["waiting", "process", "-", "-"]  # never ran: no duration
+    assert rows["after"][1:] == ["waiting", "process", "-", "-", "-"]  # never ran: no duration
     assert rows["bad"][1] == "failed.0" and float(rows["bad"][3][:-1]) >= 0.6
     html = report.read_text()
     assert html.count('<rect class="bar ') == 5  # one bar per task that ran

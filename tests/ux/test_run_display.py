@@ -41,7 +41,7 @@ def test_plain_lines_without_terminal(tmp_path):
     lines = result.stdout.splitlines()
     events = [line for line in lines if STAMP.match(line)]
     assert len(events) == 5, result.stdout  # 4 completions and 1 failure
-    assert any(re.search(r" bad: failed\.0 \(exit code 3\)  \[", e) for e in events), events
+    assert any(re.search(r" bad: failed\.0 \(exit code 3\); log: \S+/\.drypipe/bad/out\.log  \[", e) for e in events), events
     # each line carries the counts at that moment: the last one has the final counts
     assert "[4/6 completed, 1 waiting, 1 failed; 0:00:0" in events[-1], events[-1]
     assert lines[-1].startswith("6 tasks in ") and lines[-1].endswith(": 4 completed, 1 failed, 1 waiting")
@@ -75,8 +75,10 @@ def test_live_display_in_tmux(tmp_path):
     assert dict(zip(names, numbers)) == {"waiting": 1, "ready": 0, "running": 0, "completed": 4, "failed": 1,
                                          "cached": 0}, screen
     assert "4/6 tasks  finished in 0:00:0" in screen, screen
-    assert re.search(r"process\s+1 waiting, 4 completed, 1 failed", screen), screen
-    assert "last failures" in screen and "bad: failed.0 (exit code 3)" in screen, screen
+    # a row per group of tasks (key patterns): done, failed, running, total
+    assert re.search(r"│ ok\.\*\s+4\s+0\s+0\s+4\s+│", screen) and re.search(r"│ bad\s+0\s+1\s+0\s+1\s+│", screen), screen
+    assert "failed (1), last first" in screen and "bad: failed.0 (exit code 3)" in screen, screen
+    assert "log: i/.drypipe/bad/out.log" in screen, screen  # relative to the current directory
     assert "the reason it broke" in screen and "colored tool output" in screen, screen
     assert "6 tasks in " in screen, screen  # the summary, after the panel
 

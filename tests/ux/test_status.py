@@ -62,7 +62,7 @@ def test_exit_codes_and_columns(tmp_path):
 def test_not_an_instance(tmp_path):
     result = drypipe("status", "-i", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"Error: {tmp_path} is not a pipeline instance (no .drypipe/)"
+    assert result.stderr.strip() == f"drypipe: error: {tmp_path} is not a pipeline instance (no .drypipe/)"
 
 
 def test_stale_tasks_with_generator(tmp_path):

@@ -9,7 +9,7 @@ VENV ?= .venv
 DEMO_DIR ?= demo-instance
 DEMO_PYTHON = $(VENV)/bin/python
 
-.PHONY: install demo test test-fast bench docs clean
+.PHONY: install demo lint test test-fast bench docs clean
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -29,7 +29,12 @@ demo: $(DEMO_PYTHON)
 	@echo "Final result ($(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file):"
 	@cat $(DEMO_DIR)/output/analyze-all-work-pieces/final-result-file
 
-test: install
+# ruff and mypy (configured in pyproject.toml) over the packages; `make test` runs it first.
+lint: install
+	$(PYTHON) -m ruff check
+	$(PYTHON) -m mypy
+
+test: install lint
 	$(PYTHON) -m pytest tests -q
 
 test-fast: install

@@ -8,8 +8,9 @@ import functools
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import yaml
@@ -54,7 +55,7 @@ def serve(host: str, port: int, data_dir: Path, storage_url: str | None, public_
                                     url_ttl_sec=url_ttl_sec, public_downloads=not private_downloads)
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host}:{port}: {e}") from e
-    click.echo(f"Dendro service listening on {server.public_url}", nl=True)  # type: ignore[attr-defined]
+    click.echo(f"Dendro service listening on {server.public_url}", nl=True)
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM too
     try:
@@ -170,7 +171,7 @@ def create_compute_client(adm: Any, services: tuple[str, ...], user_id: str, nam
     """Register a compute client and print (or save) its id and private key."""
     client_id, key = _admin_call(adm.create_compute_client, list(services), user_id, name,
                                  [_parse_slot(s) for s in slots] or None)
-    creds = dict(zip(_CREDENTIAL_KEYS, (client_id, key, name)))
+    creds = dict(zip(_CREDENTIAL_KEYS, (client_id, key, name), strict=True))
     if output is None:
         click.echo(yaml.safe_dump(creds, sort_keys=False), nl=False)
     else:

@@ -13,6 +13,8 @@ from typing import Any
 from dendro_bridge.api import ApiTransport, env_setting
 from dendro_bridge.model import (
     DendroJob as DendroJobRecord,
+)
+from dendro_bridge.model import (
     DendroJobDefinition,
     DendroJobInputFile,
     DendroJobOutputFile,
@@ -52,7 +54,7 @@ class DendroClient:
         rerun_failing: bool = False,
         delete_failing: bool = False,
         batch_id: str = "",
-    ) -> "DendroJob":
+    ) -> DendroJob:
         """Create a job, or return the cached one with the same definition (docs/dendro.md)."""
         key = self._require_key()
         definition, dependencies = _resolve_inputs(job_definition)
@@ -76,7 +78,7 @@ class DendroClient:
             output._special_job_output = job.get_output(output.name)
         return job
 
-    def get_job(self, job_id: str) -> "DendroJob | None":
+    def get_job(self, job_id: str) -> DendroJob | None:
         resp = self.api.post("getJob", {"jobId": job_id, "includePrivateKey": False})
         return self._job(resp["job"]) if resp.get("job") else None
 
@@ -95,7 +97,7 @@ class DendroClient:
         input_file_url: str | None = None,
         output_file_url: str | None = None,
         limit: int | None = None,
-    ) -> list["DendroJob"]:
+    ) -> list[DendroJob]:
         """All jobs matching every given filter, in one request (e.g. a whole batch)."""
         filters = {
             "serviceName": service_name, "batchId": batch_id, "tags": tags, "status": status,
@@ -106,7 +108,7 @@ class DendroClient:
         resp = self.api.post("findJobs", {k: v for k, v in filters.items() if v is not None})
         return [self._job(j) for j in resp["jobs"]]
 
-    def find_job_by_definition(self, service_name: str, job_definition: DendroJobDefinition) -> "DendroJob | None":
+    def find_job_by_definition(self, service_name: str, job_definition: DendroJobDefinition) -> DendroJob | None:
         definition, _ = _resolve_inputs(job_definition)
         resp = self.api.post("findJobByDefinition",
                              {"serviceName": service_name, "jobDefinition": definition.to_wire()})
@@ -116,7 +118,7 @@ class DendroClient:
         """Stop a job: pending jobs never start; running ones are killed by their compute client."""
         self.api.post("cancelJob", {"jobId": job_id}, token=self._require_key())
 
-    def _job(self, data: dict[str, Any]) -> "DendroJob":
+    def _job(self, data: dict[str, Any]) -> DendroJob:
         job = DendroJob.from_wire(data)
         job._client = self
         return job
@@ -140,14 +142,14 @@ class DendroJob(DendroJobRecord):
                 return SpecialJobOutput(job_id=self.jobId, output_name=name, url=result.url)
         raise DendroClientError(f"job {self.jobId} has no output named {name!r}")
 
-    def refresh(self) -> "DendroJob":
+    def refresh(self) -> DendroJob:
         fresh = self._bound_client().get_job(self.jobId)
         if fresh is None:
             raise DendroClientError(f"job {self.jobId} no longer exists")
         self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_client"})
         return self
 
-    def wait_until_done(self, wait_sec: float | None = None) -> "DendroJob":
+    def wait_until_done(self, wait_sec: float | None = None) -> DendroJob:
         """Poll until completed or failed; the interval grows from DENDRO_POLL_MIN_SEC (2 s)
         to DENDRO_POLL_MAX_SEC (300 s).  Raises TimeoutError after `wait_sec`."""
         interval = float(os.environ.get(_POLL_MIN_ENV, "2"))

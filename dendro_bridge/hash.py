@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from dendro_bridge.jsjson import stringify_sorted
 from dendro_bridge.model import DendroJobDefinition
@@ -25,7 +27,13 @@ _SORTED_LISTS = ("inputFiles", "outputFiles", "parameters")
 _local = threading.local()
 
 
-def _icu_key() -> Callable[[str], bytes] | None:
+@dataclass(frozen=True)
+class _Collation:
+    sort_key: Callable[[str], Any]
+    version: str  # what `collation()` says
+
+
+def _icu() -> _Collation | None:
     try:
         import icu
     except ImportError:
@@ -41,34 +49,31 @@ def _icu_key() -> Callable[[str], bytes] | None:
         return c
 
     def key(name: str) -> bytes:
-        return collator().getSortKey(name)
-    key.version = f"ICU {icu.ICU_VERSION} (Unicode {icu.UNICODE_VERSION})"  # type: ignore[attr-defined]
-    return key
+        sort_key: bytes = collator().getSortKey(name)
+        return sort_key
+
+    return _Collation(key, f"ICU {icu.ICU_VERSION} (Unicode {icu.UNICODE_VERSION})")
 
 
 @lru_cache(maxsize=1)
-def _sort_key() -> Callable[[str], Any]:
-    key = _icu_key()
-    if key is not None:
-        return key
+def _collation() -> _Collation:
+    found = _icu()
+    if found is not None:
+        return found
     import pyuca
 
     collator = pyuca.Collator()  # loads the collation table once (~0.3 s)
-
-    def fallback(name: str) -> tuple:
-        return collator.sort_key(name)
-    fallback.version = f"pyuca (UCA {collator.UCA_VERSION} table)"  # type: ignore[attr-defined]
-    return fallback
+    return _Collation(collator.sort_key, f"pyuca (UCA {collator.UCA_VERSION} table)")
 
 
 def collation() -> str:
     """Which collation the hash uses: 'ICU <version> (Unicode <version>)' or pyuca's."""
-    return _sort_key().version  # type: ignore[attr-defined]
+    return _collation().version
 
 
 def locale_compare_key(name: str) -> Any:
     """Sort key equivalent to JavaScript `a.localeCompare(b)` in Node."""
-    return _sort_key()(name)
+    return _collation().sort_key(name)
 
 
 def canonical_definition(definition: DendroJobDefinition | dict[str, Any]) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, TypeGuard, TypeVar
 
-ParameterValue = Union[str, int, float, bool, None, list]
+ParameterValue = str | int | float | bool | None | list[Any]
 W = TypeVar("W", bound="WireModel")
+J = TypeVar("J", bound="DendroJob")
 
 # Output names and file base names become path segments of storage URLs.
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]*$")
@@ -42,7 +44,7 @@ def is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(is_str(x) for x in v)
 
 
-def is_safe_segment(v: Any) -> bool:
+def is_safe_segment(v: Any) -> TypeGuard[str]:
     return is_str(v) and bool(_SAFE_SEGMENT.match(v)) and ".." not in v
 
 
@@ -242,12 +244,15 @@ class DendroJob(WireModel):
     imageUri: str | None = wire(_opt_str, default=None)
 
     @classmethod
-    def from_wire(cls: type[W], data: Any, *, strict: bool = False) -> W:
-        job = super().from_wire(data, strict=strict)  # type: ignore[misc]
-        if isinstance(job.jobDefinition, dict):
-            job.jobDefinition = DendroJobDefinition.from_wire(job.jobDefinition, strict=False)
-        if isinstance(job.requiredResources, dict):
-            job.requiredResources = DendroJobRequiredResources.from_wire(job.requiredResources, strict=False)
+    def from_wire(cls: type[J], data: Any, *, strict: bool = False) -> J:
+        job = super().from_wire(data, strict=strict)
+        # the nested objects come as they are on the wire (JSON objects): made models here
+        definition: Any = job.jobDefinition
+        if isinstance(definition, dict):
+            job.jobDefinition = DendroJobDefinition.from_wire(definition, strict=False)
+        resources: Any = job.requiredResources
+        if isinstance(resources, dict):
+            job.requiredResources = DendroJobRequiredResources.from_wire(resources, strict=False)
         return job
 
     def to_wire(self) -> dict[str, Any]:

@@ -7,8 +7,12 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from drypipe.errors import UserError
+
+if TYPE_CHECKING:
+    from drypipe.task_conf import TaskConf  # not at run time: task_conf imports this module
 
 MIB = 1 << 20
 _UNITS = {"K": 1 << 10, "M": MIB, "G": 1 << 30, "T": 1 << 40}
@@ -41,11 +45,6 @@ def mem_text(size: int) -> str:
         if scaled >= 1:
             return f"{scaled:.4g}{unit}"
     return f"{size / _UNITS['K']:.4g}K"
-
-
-def slurm_mem(value: str | int) -> str:
-    """sbatch's --mem value: whole MiB, rounded up."""
-    return f"{math.ceil(mem_bytes(value) / MIB)}M"
 
 
 def time_seconds(value: str | int, what: str = "TaskConf: time") -> int:
@@ -97,14 +96,14 @@ class Need:
     cpus: int = 1
     mem: int = 0
 
-    def __sub__(self, other: "Need") -> "Need":
+    def __sub__(self, other: Need) -> Need:
         return Need(self.cpus - other.cpus, self.mem - other.mem)
 
-    def within(self, free: "Need") -> bool:
+    def within(self, free: Need) -> bool:
         return self.cpus <= free.cpus and self.mem <= free.mem
 
 
-def need_of(conf) -> Need:  # conf: TaskConf (not imported: task_conf imports this module)
+def need_of(conf: TaskConf) -> Need:
     """A task's need: TaskConf.cpus (default 1) and TaskConf.mem (default 0: not counted)."""
     return Need(conf.cpus or 1, mem_bytes(conf.mem) if conf.mem is not None else 0)
 
@@ -131,7 +130,7 @@ class Budget:
     mem: int
 
     @classmethod
-    def of_machine(cls, cores: int | None = None, mem: int | None = None) -> "Budget":
+    def of_machine(cls, cores: int | None = None, mem: int | None = None) -> Budget:
         return cls(cores or machine_cores(), mem or machine_mem())
 
     @property

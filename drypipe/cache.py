@@ -14,6 +14,7 @@ password is for opening the store only: everything shown or written uses `redact
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import fnmatch
 import json
@@ -51,7 +52,7 @@ class CachePolicy:
     delete_failing: bool = False  # ... and its cache entry is deleted
 
 
-def open_cache(url: str) -> "OutputCache":
+def open_cache(url: str) -> OutputCache:
     storage_options: dict[str, Any] = {}
     if url.startswith("s3://") and os.environ.get("DRYPIPE_CACHE_S3_ENDPOINT"):
         storage_options["client_kwargs"] = {"endpoint_url": os.environ["DRYPIPE_CACHE_S3_ENDPOINT"]}
@@ -106,7 +107,7 @@ def check_manifest(manifest: dict[str, Any], outputs: list[dict[str, Any]]) -> s
 def _declares(spec: dict[str, Any], rel: str) -> bool:
     """Whether the output `spec` of a task declares its file `rel` (as the publisher's glob finds it)."""
     if spec["kind"] == "file":
-        return posixpath.normpath(spec["path"]) == rel
+        return bool(posixpath.normpath(spec["path"]) == rel)
     if spec["kind"] == "fileset":
         return _glob_matches(rel.split("/"), posixpath.normpath(spec["glob"]).split("/"))
     return False
@@ -182,7 +183,8 @@ class OutputCache:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(f"{entry}/files/{rel}", str(target))
                 if file_sha256(target) != digest:
-                    log.warning("cache %s: entry %s is corrupt (%s: digest mismatch), ignored", self.url, signature, rel)
+                    log.warning("cache %s: entry %s is corrupt (%s: digest mismatch), ignored",
+                                self.url, signature, rel)
                     return False
             output_dir.mkdir(parents=True, exist_ok=True)
             for rel in manifest["files"]:
@@ -238,7 +240,7 @@ class OutputCache:
         for manifest_path in self.fs.glob(f"{self.root}/*/*/{MANIFEST}"):
             signature = self._listed(manifest_path.rsplit("/", 1)[0])
             manifest = self.manifest(signature) if signature else None
-            if manifest is None:
+            if signature is None or manifest is None:
                 continue
             if not (isinstance(manifest.get("files"), dict) and isinstance(manifest.get("task_key"), str)
                     and isinstance(manifest.get("status"), str) and isinstance(manifest.get("created"), (int, float))):
@@ -258,7 +260,8 @@ class OutputCache:
         """When entry `signature`'s directory was last modified (a timestamp), if the store says."""
         if not hasattr(self.fs, "modified"):
             return None
-        return self.fs.modified(self._entry(signature)).timestamp()
+        when: datetime.datetime = self.fs.modified(self._entry(signature))
+        return when.timestamp()
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

@@ -20,18 +20,36 @@ user file > default.  `drypipe config show` prints every effective value and its
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drypipe.errors import UserError
 from drypipe.task_conf import TaskConf
 
+if TYPE_CHECKING:
+    from drypipe.dsl import Pipeline
+
 USER_CONFIG_ENV = "DRYPIPE_CONFIG"
 INSTANCE_CONFIG_FILE = "drypipe.yaml"
-DEFAULT_SLEEP_SCHEDULE = "0,1,3,5,10,15,20"
+# Seconds between polls of the executors, backing off while nothing changes.
+DEFAULT_SLEEP_SCHEDULE: tuple[float, ...] = (0, 1, 3, 5, 10, 15, 20)
+
+
+def sleep_schedule_text(schedule: tuple[float, ...] | list[float]) -> str:
+    """The spelling of --sleep-schedule: comma-separated seconds."""
+    return ",".join(f"{n:g}" for n in schedule)
+
+
+def parse_sleep_schedule(value: object) -> tuple[float, ...] | None:
+    """Seconds from "0,1,5" or [0, 1, 5]; None when that is not one or more non-negative numbers."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        numbers = tuple(float(v) for v in items if str(v).strip())
+    except (TypeError, ValueError):
+        return None
+    return numbers if numbers and all(n >= 0 for n in numbers) else None
 
 
 @dataclass(frozen=True)
@@ -46,13 +64,15 @@ class RunSetting:
 RUN_SETTINGS = [
     RunSetting("cache", "--cache", "DRYPIPE_CACHE", None),
     RunSetting("max_local_jobs", "--max-local-jobs", "DRYPIPE_MAX_LOCAL_JOBS", None, "default (number of CPUs)"),
-    RunSetting("sleep_schedule", "--sleep-schedule", "DRYPIPE_SERVICE_SLEEP_SCHEDULE", DEFAULT_SLEEP_SCHEDULE),
+    RunSetting("sleep_schedule", "--sleep-schedule", "DRYPIPE_SERVICE_SLEEP_SCHEDULE",
+               sleep_schedule_text(DEFAULT_SLEEP_SCHEDULE)),
 ]
 _RUN_NAMES = {s.name for s in RUN_SETTINGS}
 
 
 def task_conf_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(TaskConf)]
+    """TaskConf's fields and the executor plugins' settings."""
+    return TaskConf.field_names()
 
 
 @dataclass
@@ -116,14 +136,10 @@ def _check_run_value(source: str, name: str, value: Any) -> Any:
             raise UserError(f"{source}: max_local_jobs must be a positive integer, got {value!r}")
         return value
     if name == "sleep_schedule":
-        items = value if isinstance(value, list) else str(value).split(",")
-        try:
-            numbers = [float(v) for v in items if str(v).strip()]
-        except (TypeError, ValueError):
-            numbers = []
-        if not numbers or any(n < 0 for n in numbers):
+        numbers = parse_sleep_schedule(value)
+        if numbers is None:
             raise UserError(f"{source}: sleep_schedule must be non-negative seconds, like [0, 1, 5], got {value!r}")
-        return ",".join(f"{n:g}" for n in numbers)
+        return sleep_schedule_text(numbers)
     if not isinstance(value, str) or not value:
         raise UserError(f"{source}: {name} must be a string, got {value!r}")
     return value
@@ -156,7 +172,7 @@ class Config:
         return sources
 
 
-def load_config(instance_dir: str | os.PathLike | None) -> Config:
+def load_config(instance_dir: str | os.PathLike[str] | None) -> Config:
     layers = []
     user = read_layer(user_config_path(), "user file")
     if user is not None:
@@ -168,7 +184,7 @@ def load_config(instance_dir: str | os.PathLike | None) -> Config:
     return Config(layers)
 
 
-def apply_to_pipeline(config: Config, pipeline) -> None:
+def apply_to_pipeline(config: Config, pipeline: Pipeline) -> None:
     """Give the pipeline's default TaskConf, and the TaskConf of each task, the files' defaults
     for the fields they do not set themselves."""
     defaults = config.task_conf_defaults()
@@ -180,7 +196,7 @@ def apply_to_pipeline(config: Config, pipeline) -> None:
 
 def effective_settings(
     config: Config,
-    pipeline=None,
+    pipeline: Pipeline | None = None,
     pipeline_source: str = "pipeline",
     task_conf: TaskConf | None = None,
     task_source: str = "task",

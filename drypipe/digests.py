@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
@@ -18,7 +19,7 @@ _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a 
           stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
-def stat_file_to_digest(path: str | os.PathLike) -> os.stat_result | None:
+def stat_file_to_digest(path: str | os.PathLike[str]) -> os.stat_result | None:
     """os.stat of a file whose content is digested (an input no task produced): None when it
     does not exist; a UserError naming it when it is not a regular file, whose content
     cannot be read (a directory) or never ends (a FIFO, /dev/zero)."""
@@ -34,7 +35,7 @@ def stat_file_to_digest(path: str | os.PathLike) -> os.stat_result | None:
     return st
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -47,11 +48,11 @@ class DigestCache:
         self.path = path
         self._dirty = False
         try:
-            self._entries: dict[str, list] = json.loads(path.read_text())
+            self._entries: dict[str, list[Any]] = json.loads(path.read_text())
         except (OSError, ValueError):
             self._entries = {}
 
-    def digest(self, path: str | os.PathLike) -> str | None:
+    def digest(self, path: str | os.PathLike[str]) -> str | None:
         """SHA-256 of a file's content, or None when it does not exist."""
         path = os.path.abspath(path)
         st = stat_file_to_digest(path)
@@ -60,7 +61,8 @@ class DigestCache:
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
         entry = self._entries.get(path)
         if entry and entry[:3] == stamp:
-            return entry[3]
+            cached: str = entry[3]
+            return cached
         digest = file_sha256(path)
         self._entries[path] = [*stamp, digest]
         self._dirty = True

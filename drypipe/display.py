@@ -15,12 +15,14 @@ The summary at the end lists the first failures in natural order, and the comman
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +33,17 @@ from drypipe import state as st
 from drypipe.graph import numbered_pattern
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
+from drypipe.text import first_of
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+    from rich.panel import Panel
+    from rich.table import Table
+
     from drypipe.scheduler import RunSummary, Scheduler
 
-GROUPS = ("waiting", "ready", "running", "completed", "failed", "cached")
+GROUPS = (*st.GROUPS, "cached")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 
 
@@ -49,7 +57,7 @@ def failure_text(instance: Instance, key: str, state: str | None) -> str:
     """`failed.0 (exit code 3)`: the state and the reason drypipe.log gives for it."""
     reason = TaskRecord(instance.root, key).failure_reason()
     if not reason:
-        return state or "none"
+        return st.text(state)
     marker, _, detail = reason.partition(" ")
     marker = marker.removeprefix("state.")
     return clean(f"{marker} ({detail})" if detail else marker)
@@ -67,20 +75,8 @@ def executor_of(conf: Any) -> str:
         except Exception:  # written by another version: its executer_type is the best guess
             return conf.get("executer_type") or "process"
     name = getattr(conf, "executor_name", None)
-    return name() if callable(name) else conf.executer_type
-
-
-def group_of(state: str | None) -> str:
-    """The display group of a state marker: waiting, ready, running, completed or failed."""
-    if state is None or state == st.WAITING:
-        return "waiting"
-    if state == st.READY:
-        return "ready"
-    if st.is_in_flight(state):
-        return "running"
-    if state == st.COMPLETED:
-        return "completed"
-    return "failed"
+    executor: str = name() if callable(name) else conf.executer_type
+    return executor
 
 
 def duration_text(seconds: float) -> str:
@@ -90,17 +86,17 @@ def duration_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def natural_key(key: str) -> list:
+def natural_key(key: str) -> list[int | str]:
     """Sort key that puts chunk.2 before chunk.10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
 
 
-def columns(rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+def columns(rows: list[list[str]], right: Set[int] = frozenset()) -> list[str]:
     """Rows of cells as aligned text lines (the first row is the header)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(cells).rstrip())
     return lines
 
@@ -168,9 +164,9 @@ class Commands:
 class View:
     """What the live panel draws, copied from the Progress under its lock."""
 
-    counts: Counter
-    executors: dict[str, Counter]
-    patterns: dict[str, Counter]
+    counts: Counter[str]
+    executors: dict[str, Counter[str]]
+    patterns: dict[str, Counter[str]]
     total: int
     running: dict[str, tuple[float, str]]  # key -> (epoch it was launched, its pattern)
     failures: list[tuple[str, str, list[str]]] = field(default_factory=list)
@@ -183,42 +179,43 @@ class Progress:
     Counts are taken in full from the scheduler at the first state change, then updated from
     each change (a run of 10,000 tasks costs no more per change than a run of 10)."""
 
-    def __init__(self, instance: Instance, scheduler: "Scheduler | None" = None, failures_shown: int = 3):
+    def __init__(self, instance: Instance, scheduler: Scheduler | None = None, failures_shown: int = 3):
         self.instance = instance
         self.scheduler = scheduler
         self.started = time.monotonic()
         self.finished_here = 0  # tasks that completed or failed during this run
         self.failures: deque[tuple[str, str, list[str]]] = deque(maxlen=failures_shown)
         self.lock = threading.Lock()
-        self._counts: Counter | None = None
-        self._executors: dict[str, Counter] = {}
-        self._patterns: dict[str, Counter] = {}
+        self._counts: Counter[str] | None = None
+        self._executors: dict[str, Counter[str]] = {}
+        self._patterns: dict[str, Counter[str]] = {}
         self._group: dict[str, tuple[str, str, str]] = {}  # key -> (group, executor, pattern) as counted
         self._running: dict[str, tuple[float, str]] = {}
         self._cached: set[str] = set()
 
-    def _classify(self, key: str, state: str | None) -> tuple[str, str, str]:
-        conf = self.scheduler.confs.get(key)
-        group = "cached" if state == st.COMPLETED and key in self._cached else group_of(state)
+    def _classify(self, scheduler: Scheduler, key: str, state: str | None) -> tuple[str, str, str]:
+        conf = scheduler.confs.get(key)
+        group = "cached" if state == st.COMPLETED and key in self._cached else st.group(state)
         return group, executor_of(conf), numbered_pattern(key)
 
-    def _add(self, key: str, state: str | None, counts: Counter, executors: dict[str, Counter],
-             patterns: dict[str, Counter], groups: dict[str, tuple[str, str, str]]) -> None:
-        group, executor, pattern = groups[key] = self._classify(key, state)
+    def _add(self, scheduler: Scheduler, key: str, state: str | None, counts: Counter[str],
+             executors: dict[str, Counter[str]], patterns: dict[str, Counter[str]],
+             groups: dict[str, tuple[str, str, str]]) -> None:
+        group, executor, pattern = groups[key] = self._classify(scheduler, key, state)
         counts[group] += 1
         executors.setdefault(executor, Counter())[group] += 1
         patterns.setdefault(pattern, Counter())[group] += 1
 
-    def _count_all(self) -> tuple[Counter, dict[str, Counter], dict[str, Counter], dict[str, tuple[str, str, str]],
-                                  dict[str, tuple[float, str]]]:
+    def _count_all(self, scheduler: Scheduler) -> tuple[Counter[str], dict[str, Counter[str]], dict[str, Counter[str]],
+                                                        dict[str, tuple[str, str, str]], dict[str, tuple[float, str]]]:
         """Counts, groups and running tasks from every state the scheduler knows."""
-        counts: Counter = Counter()
-        executors: dict[str, Counter] = {}
-        patterns: dict[str, Counter] = {}
+        counts: Counter[str] = Counter()
+        executors: dict[str, Counter[str]] = {}
+        patterns: dict[str, Counter[str]] = {}
         groups: dict[str, tuple[str, str, str]] = {}
         running = {}
-        for key, state in dict(self.scheduler.states).items():  # dict copies are atomic under the GIL
-            self._add(key, state, counts, executors, patterns, groups)
+        for key, state in dict(scheduler.states).items():  # dict copies are atomic under the GIL
+            self._add(scheduler, key, state, counts, executors, patterns, groups)
             if st.is_in_flight(state):
                 if key not in self._running:  # adopted: running since its first step (read once)
                     since = TaskRecord(self.instance.root, key).timing().started or time.time()
@@ -232,13 +229,13 @@ class Progress:
             return View(Counter(), {}, {}, 0, {})
         with self.lock:
             if self._counts is None:  # before the first change: count afresh
-                counts, executors, patterns, groups, running = self._count_all()
+                counts, executors, patterns, groups, running = self._count_all(self.scheduler)
                 return View(counts, executors, patterns, len(groups), running, list(self.failures))
             return View(Counter(self._counts), {n: Counter(c) for n, c in self._executors.items()},
                         {p: Counter(c) for p, c in self._patterns.items()}, len(self._group),
                         dict(self._running), list(self.failures))
 
-    def snapshot(self) -> tuple[Counter, dict[str, Counter], int]:
+    def snapshot(self) -> tuple[Counter[str], dict[str, Counter[str]], int]:
         """(tasks per group, tasks per executor and group, total)."""
         view = self.view()
         return view.counts, view.executors, view.total
@@ -251,14 +248,15 @@ class Progress:
             if new == st.COMPLETED and key in self.scheduler.from_cache:
                 self._cached.add(key)
             if self._counts is None:
-                self._counts, self._executors, self._patterns, self._group, self._running = self._count_all()
+                self._counts, self._executors, self._patterns, self._group, self._running = self._count_all(
+                    self.scheduler)
             else:
                 before = self._group.get(key)
                 if before is not None:
                     self._counts[before[0]] -= 1
                     self._executors[before[1]][before[0]] -= 1
                     self._patterns[before[2]][before[0]] -= 1
-                self._add(key, new, self._counts, self._executors, self._patterns, self._group)
+                self._add(self.scheduler, key, new, self._counts, self._executors, self._patterns, self._group)
             if st.is_in_flight(new):
                 self._running.setdefault(key, (time.time(), self._group[key][2]))
             else:
@@ -273,7 +271,7 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def eta(self, counts: Counter) -> float | None:
+    def eta(self, counts: Counter[str]) -> float | None:
         """Seconds left for the known tasks at this run's pace; None before anything finished."""
         remaining = counts["waiting"] + counts["ready"] + counts["running"]
         with self.lock:
@@ -285,7 +283,7 @@ class Progress:
         return remaining * self.elapsed() / done
 
 
-def counts_text(counts: Counter, total: int) -> str:
+def counts_text(counts: Counter[str], total: int) -> str:
     done = counts["completed"] + counts["cached"]
     parts = [f"{done}/{total} completed"]
     if counts["cached"]:
@@ -303,13 +301,13 @@ class RunDisplay:
         self.commands = commands or Commands("drypipe run", f"-i {shown_path(instance.root)}")
         self.progress = Progress(instance)
 
-    def attach(self, scheduler: "Scheduler") -> None:
+    def attach(self, scheduler: Scheduler) -> None:
         self.progress.scheduler = scheduler
 
     def on_change(self, key: str, old: str | None, new: str | None) -> None:
         self.progress.note(key, old, new)
 
-    def __enter__(self) -> "RunDisplay":
+    def __enter__(self) -> RunDisplay:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -322,7 +320,7 @@ class RunDisplay:
         """A line for the user outside the live display (stderr)."""
         click.echo(text, err=True)
 
-    def summary(self, summary: "RunSummary", seconds: float, notes: list[str]) -> None:
+    def summary(self, summary: RunSummary, seconds: float, notes: list[str]) -> None:
         """Counts, then the first failures with their reason and log, and what to do next."""
         for note in notes:
             click.echo(note)
@@ -331,7 +329,7 @@ class RunDisplay:
         click.echo(f"{len(summary.states)} tasks in {seconds:.1f}s: {parts}")
         self.failure_details(summary)
 
-    def failure_details(self, summary: "RunSummary") -> None:
+    def failure_details(self, summary: RunSummary) -> None:
         """On stderr: the first failures in natural order (the first few with the end of their
         log), what waits on them, and the commands that go on."""
         failed = sorted(summary.failed, key=natural_key)
@@ -362,8 +360,7 @@ class RunDisplay:
         if not running:
             self.message("interrupted: no task was running")
             return
-        shown = ", ".join(sorted(running, key=natural_key)[:5]) + (f", +{len(running) - 5} more"
-                                                                   if len(running) > 5 else "")
+        shown = first_of(sorted(running, key=natural_key))
         verb = "keeps" if len(running) == 1 else "keep"
         self.message(f"interrupted: {tasks_text(len(running))} {verb} running ({shown})")
         self.message(f"  adopt them:  {self.commands.run}  (run it again)")
@@ -397,7 +394,7 @@ class PlainDisplay(RunDisplay):
 class QuietDisplay(RunDisplay):
     """Nothing while running; at the end only the failures, on stderr."""
 
-    def summary(self, summary: "RunSummary", seconds: float, notes: list[str]) -> None:
+    def summary(self, summary: RunSummary, seconds: float, notes: list[str]) -> None:
         self.failure_details(summary)
 
 
@@ -411,7 +408,7 @@ class JsonDisplay(RunDisplay):
         conf = scheduler.confs.get(key) if scheduler is not None else None
         event: dict[str, Any] = {
             "event": "state", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": round(time.time(), 3),
-            "task": key, "old": old, "new": new, "group": group_of(new),
+            "task": key, "old": old, "new": new, "group": st.group(new),
             "executor": executor_of(conf) if conf is not None else None,
             "counts": {g: counts[g] for g in GROUPS}, "total": total,
         }
@@ -420,7 +417,7 @@ class JsonDisplay(RunDisplay):
             event["log"] = str(self.instance.control_dir(key) / "out.log")
         click.echo(json.dumps(event))
 
-    def summary(self, summary: "RunSummary", seconds: float, notes: list[str]) -> None:
+    def summary(self, summary: RunSummary, seconds: float, notes: list[str]) -> None:
         click.echo(json.dumps({
             "event": "summary", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 3),
             "tasks": len(summary.states), "counts": summary.counts(), "succeeded": summary.succeeded,
@@ -446,14 +443,17 @@ _STYLES = {"waiting": "dim", "ready": "cyan", "running": "blue", "completed": "g
 class LiveDisplay(RunDisplay):
     """A rich Live panel on stderr, redrawn twice a second (and once more at the end)."""
 
-    def __init__(self, instance: Instance, console, verbose: bool = False, commands: Commands | None = None):
+    def __init__(self, instance: Instance, console: Console, verbose: bool = False,
+                 commands: Commands | None = None):
         super().__init__(instance, verbose, commands)
         self.console = console
-        self.live = None
+        self.live: Live | None = None
+        self._moved: list[logging.Handler] = []  # the stderr handlers moved aside while the panel shows
+        self._handler: logging.Handler | None = None
         self.ended: float | None = None
         self.was_interrupted = False
 
-    def __enter__(self) -> "LiveDisplay":
+    def __enter__(self) -> LiveDisplay:
         from rich.live import Live
 
         self.live = Live(console=self.console, get_renderable=self.render, refresh_per_second=2,
@@ -475,36 +475,32 @@ class LiveDisplay(RunDisplay):
 
     def _route_logging(self) -> None:
         """Log records (warnings, -v) are printed above the panel instead of through it."""
-        import logging
-
         root = logging.getLogger()
         self._moved = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
                        and getattr(h, "stream", None) in (sys.__stderr__, sys.stderr)]
         if not self._moved:
             return
-        live = self.live
+        console = self.console  # the one the Live panel draws on
 
         class AbovePanel(logging.Handler):
             def emit(self, record: logging.LogRecord) -> None:
                 try:
-                    live.console.print(clean(self.format(record)), markup=False, highlight=False)
+                    console.print(clean(self.format(record)), markup=False, highlight=False)
                 except Exception:
                     self.handleError(record)
 
-        self._handler = AbovePanel(self._moved[0].level)
-        self._handler.setFormatter(self._moved[0].formatter)
+        above = self._handler = AbovePanel(self._moved[0].level)
+        above.setFormatter(self._moved[0].formatter)
         for handler in self._moved:
             root.removeHandler(handler)
-        root.addHandler(self._handler)
+        root.addHandler(above)
 
     def _restore_logging(self) -> None:
-        import logging
-
         root = logging.getLogger()
-        if getattr(self, "_handler", None) is not None:
+        if self._handler is not None:
             root.removeHandler(self._handler)
             self._handler = None
-        for handler in getattr(self, "_moved", []):
+        for handler in self._moved:
             root.addHandler(handler)
         self._moved = []
 
@@ -513,14 +509,14 @@ class LiveDisplay(RunDisplay):
         if self.live is not None and self.verbose and (new == st.COMPLETED or st.is_failure(new)):
             self.live.console.print(f"{time.strftime('%H:%M:%S')} {key}: {new}", markup=False, highlight=False)
 
-    def render(self):
+    def render(self) -> Panel:
         from rich.console import Group
         from rich.panel import Panel
 
         view = self.progress.view()
         width = min(self.console.width, PANEL_WIDTH)
         inner = width - 4  # borders and padding
-        parts: list = [self._states(view), self._bar(view, inner)]
+        parts: list[RenderableType] = [self._states(view), self._bar(view, inner)]
         if len(view.executors) > 1:
             parts += self._executors(view)
         parts += self._groups(view, inner)
@@ -530,7 +526,7 @@ class LiveDisplay(RunDisplay):
         return Panel(Group(*parts), title=title, title_align="left", border_style="blue", width=width)
 
     @staticmethod
-    def _states(view: View):
+    def _states(view: View) -> Table:
         from rich.table import Table
         from rich.text import Text
 
@@ -541,7 +537,7 @@ class LiveDisplay(RunDisplay):
         states.add_row(*[Text(str(view.counts[g]), style=_STYLES[g] if view.counts[g] else "dim") for g in GROUPS])
         return states
 
-    def _bar(self, view: View, inner: int):
+    def _bar(self, view: View, inner: int) -> Table:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
         from rich.text import Text
@@ -561,7 +557,7 @@ class LiveDisplay(RunDisplay):
         return bar
 
     @staticmethod
-    def _executors(view: View) -> list:
+    def _executors(view: View) -> list[RenderableType]:
         from rich.table import Table
         from rich.text import Text
 
@@ -573,7 +569,7 @@ class LiveDisplay(RunDisplay):
         return [Text("executors", style="bold underline"), table]
 
     @staticmethod
-    def _groups(view: View, inner: int) -> list:
+    def _groups(view: View, inner: int) -> list[RenderableType]:
         """A row per key pattern: done, failed, running of total, and its longest running task."""
         from rich.table import Table
         from rich.text import Text
@@ -596,13 +592,13 @@ class LiveDisplay(RunDisplay):
                           Text(str(c["failed"]), style="bold red" if c["failed"] else ""),
                           Text(str(c["running"]), style="blue" if c["running"] else ""), str(sum(c.values())),
                           duration_text(longest[pattern]) if pattern in longest else "")
-        parts: list = [table]
+        parts: list[RenderableType] = [table]
         if len(patterns) > PANEL_GROUPS:
             parts.append(Text(f"+{len(patterns) - PANEL_GROUPS} more groups", style="dim"))
         return parts
 
     @staticmethod
-    def _longest_running(view: View, inner: int) -> list:
+    def _longest_running(view: View, inner: int) -> list[RenderableType]:
         """The tasks running longest, with the time since their launch."""
         from rich.table import Table
         from rich.text import Text
@@ -616,19 +612,20 @@ class LiveDisplay(RunDisplay):
         table.add_column(justify="right", no_wrap=True)
         for key, (since, _) in oldest[:PANEL_RUNNING]:
             table.add_row(f"  {key}", duration_text(now - since))
-        parts: list = [Text(f"running, longest first ({len(oldest)})", style="bold blue underline"), table]
+        title = Text(f"running, longest first ({len(oldest)})", style="bold blue underline")
+        parts: list[RenderableType] = [title, table]
         if len(oldest) > PANEL_RUNNING:
             parts.append(Text(f"  +{len(oldest) - PANEL_RUNNING} more", style="dim"))
         return parts
 
-    def _failures(self, view: View, inner: int) -> list:
+    def _failures(self, view: View, inner: int) -> list[RenderableType]:
         """The last failures of this run with their log and its end; how many more."""
         from rich.text import Text
 
         failed = view.counts["failed"]
         if not failed:
             return []
-        parts: list = [Text(f"failed ({failed}), last first", style="bold red underline")]
+        parts: list[RenderableType] = [Text(f"failed ({failed}), last first", style="bold red underline")]
         for key, reason, tail in reversed(view.failures):
             parts.append(Text.assemble(("  " + key, "bold red"), f": {reason}", no_wrap=True, overflow="ellipsis"))
             parts.append(Text(f"    log: {log_path(self.instance, key)}", no_wrap=True, overflow="ellipsis"))

@@ -47,7 +47,7 @@ class Plan:
     predictions: dict[str, Prediction]
     tasks: dict[str, Task]
     signer: sig.Signer
-    stale: dict[str, list] = field(default_factory=dict)  # key -> changed ingredients
+    stale: dict[str, list[sig.Change]] = field(default_factory=dict)  # key -> changed ingredients
     waits: list[str] = field(default_factory=list)  # what the generator still waits for
 
 
@@ -55,7 +55,7 @@ def plan(pipeline: Pipeline, instance: Instance, options: RunOptions) -> Plan:
     """Predict `run` with `options` on `instance`."""
     states = {k: st.read_state(str(instance.control_dir(k))) for k in instance.task_keys()}
     signer = sig.Signer(str(instance.root), DigestCache(instance.drypipe_dir / ".digests.json"))
-    stale: dict[str, list] = {}
+    stale: dict[str, list[sig.Change]] = {}
     while True:  # as the scheduler does: stale tasks are not completed for the generator
         evaluation = evaluate(pipeline, str(instance.root), lambda k: states.get(k) == st.COMPLETED and k not in stale)
         for task in evaluation.tasks.values():
@@ -71,20 +71,21 @@ def plan(pipeline: Pipeline, instance: Instance, options: RunOptions) -> Plan:
     return Plan(predictions, evaluation.tasks, signer, stale, list(evaluation.waits))
 
 
-def _stale(instance: Instance, tasks: dict[str, Task], states: dict, known: dict, signer: sig.Signer,
-           options: RunOptions) -> dict[str, list]:
+def _stale(instance: Instance, tasks: dict[str, Task], states: dict[str, str | None],
+           known: dict[str, list[sig.Change]], signer: sig.Signer, options: RunOptions) -> dict[str, list[sig.Change]]:
     found = {}
     for key in tasks:
         if key in known or states.get(key) != st.COMPLETED:
             continue
         recorded = TaskRecord(instance.root, key).signature_record()
-        if is_stale(states[key], recorded, signer.signature(key), options):
+        if recorded is not None and is_stale(states[key], recorded, signer.signature(key), options):
             found[key] = sig.differences(recorded.get("ingredients", {}), signer.parts(key))
     return found
 
 
 class _Predictor:
-    def __init__(self, tasks: dict[str, Task], states: dict, stale: dict, signer: sig.Signer,
+    def __init__(self, tasks: dict[str, Task], states: dict[str, str | None], stale: dict[str, list[sig.Change]],
+                 signer: sig.Signer,
                  options: RunOptions, cache: OutputCache | None):
         self.tasks, self.states, self.stale, self.signer = tasks, states, stale, signer
         self.options, self.cache = options, cache
@@ -146,7 +147,8 @@ class _Predictor:
             return None
         if outcome == st.COMPLETED:
             return FROM_CACHE, self.cache.url
-        return FAILS_FROM_CACHE, f"failed before with the same signature ({self.cache.url}; --rerun-failing runs it again)"
+        return FAILS_FROM_CACHE, (f"failed before with the same signature ({self.cache.url}; "
+                                  "--rerun-failing runs it again)")
 
 
 def failed_hint(key: str) -> str:

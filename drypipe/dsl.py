@@ -8,7 +8,8 @@ import inspect
 import os
 import sys
 import sysconfig
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar, overload
 
 from drypipe.errors import UserError
 from drypipe.keys import check_task_key
@@ -16,13 +17,14 @@ from drypipe.task import Task, TaskBuilder
 from drypipe.task_conf import TaskConf
 from drypipe.values import File, FileSet, InstanceFile, Matcher, Val, Var
 
+_F = TypeVar("_F", bound=Callable[..., Any])  # a function marked by DryPipe.python_call
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _NOT_USER_CODE = tuple(
     p + os.sep for p in {_PACKAGE_DIR, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _is_user_file(filename: str) -> bool:
     return not filename.startswith("<") and not os.path.abspath(filename).startswith(_NOT_USER_CODE)
 
@@ -43,9 +45,9 @@ class Pipeline:
 
     def __init__(
         self,
-        generator: Callable[["DSL"], Iterable[Any]],
+        generator: Callable[[DSL], Iterable[Any]],
         pipeline_code_dir: str | None = None,
-        containers_dir: str | None = None,
+        containers_dir: str | os.PathLike[str] | None = None,
         task_conf: TaskConf | None = None,
         bash_strict: bool = False,
     ):
@@ -69,15 +71,15 @@ class Pipeline:
 class SubPipeline:
     """`dsl.sub_pipeline(gen, prefix)`: a generator whose task keys get a prefix; yield it."""
 
-    def __init__(self, parent: "DSL", generator: Callable, prefix: str):
+    def __init__(self, parent: DSL, generator: Callable[..., Any], prefix: str):
         self.dsl = parent.child(prefix)
         self.generator = generator
         self.prefix = prefix
 
-    def wait_for_tasks(self, *tasks: Any) -> list:
+    def wait_for_tasks(self, *tasks: Any) -> list[Task | tuple[Task, ...]]:
         return self.dsl.wait_for_tasks(*tasks)
 
-    def wait_for_matching_tasks(self, *globs: str) -> list:
+    def wait_for_matching_tasks(self, *globs: str) -> list[Matcher | tuple[Matcher, ...]]:
         return self.dsl.wait_for_matching_tasks(*globs)
 
 
@@ -128,7 +130,7 @@ class DSL:
         self.evaluation = evaluation or Evaluation()
         self.prefix = prefix
 
-    def child(self, prefix: str) -> "DSL":
+    def child(self, prefix: str) -> DSL:
         return DSL(self.pipeline, self.instance_dir, self._is_completed, self.evaluation, self.prefix + prefix)
 
     @property
@@ -180,7 +182,7 @@ class DSL:
             raise UserError(f"file not found: {os.path.join(self.instance_dir, name)}")
         return InstanceFile(self.instance_dir, name)
 
-    def sub_pipeline(self, generator: Callable, prefix: str) -> SubPipeline:
+    def sub_pipeline(self, generator: Callable[..., Any], prefix: str) -> SubPipeline:
         return SubPipeline(self, generator, prefix)
 
     # -- lookups -------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class DSL:
 
     # -- dynamic DAGs --------------------------------------------------------------------------
 
-    def wait_for_tasks(self, *tasks: Any) -> list:
+    def wait_for_tasks(self, *tasks: Any) -> list[Task | tuple[Task, ...]]:
         """One item (the task, or a tuple of tasks) once all are completed; else nothing.
 
         A key not yielded (yet) in this evaluation counts as not completed: it may be yielded
@@ -210,7 +212,7 @@ class DSL:
         resolved = [self.evaluation.tasks[k] for k in keys]
         return [resolved[0] if len(resolved) == 1 else tuple(resolved)]
 
-    def wait_for_matching_tasks(self, *globs: str) -> list:
+    def wait_for_matching_tasks(self, *globs: str) -> list[Matcher | tuple[Matcher, ...]]:
         """One matcher (or a tuple of matchers) once every task matching each glob has completed."""
         matchers = []
         for pattern in globs:
@@ -240,25 +242,34 @@ class DryPipe:
 
     @staticmethod
     def create_pipeline(
-        generator: Callable,
+        generator: Callable[..., Any],
         pipeline_code_dir: str | None = None,
-        containers_dir: str | None = None,
+        containers_dir: str | os.PathLike[str] | None = None,
         task_conf: TaskConf | None = None,
         bash_strict: bool = False,
     ) -> Pipeline:
         """`bash_strict`: run every bash step with `set -euo pipefail` (a TaskConf's own
         bash_strict wins); off by default, as in the original DryPipe."""
-        if isinstance(containers_dir, TaskConf) and not isinstance(task_conf, TaskConf):
-            # the original's positional order: (generator, pipeline_code_dir, task_conf, containers_dir)
-            containers_dir, task_conf = task_conf, containers_dir
+        given: tuple[object, object] = (containers_dir, task_conf)  # or in the original DryPipe's order:
+        match given:  # (generator, pipeline_code_dir, task_conf, containers_dir)
+            case (TaskConf() as conf, str() | os.PathLike() | None as directory):
+                containers_dir, task_conf = directory, conf
         return Pipeline(generator, pipeline_code_dir, containers_dir, task_conf, bash_strict)
 
+    @overload
     @staticmethod
-    def python_call(*_args: Any, **_kwargs: Any) -> Callable[[Callable], Callable]:
+    def python_call(func: _F, /) -> _F: ...
+
+    @overload
+    @staticmethod
+    def python_call(*_args: Any, **_kwargs: Any) -> Callable[[_F], _F]: ...
+
+    @staticmethod
+    def python_call(*_args: Any, **_kwargs: Any) -> Any:
         """Mark a function as callable from a task: `@DryPipe.python_call()`."""
 
-        def mark(func: Callable) -> Callable:
-            func.__drypipe_python_call__ = True
+        def mark(func: _F) -> _F:
+            func.__drypipe_python_call__ = True  # type: ignore[attr-defined]  # read by values.python_call_marker
             return func
 
         if len(_args) == 1 and callable(_args[0]) and not _kwargs:
@@ -288,7 +299,7 @@ def evaluate(pipeline: Pipeline, instance_dir: str, is_completed: Callable[[str]
     return dsl.evaluation
 
 
-def _drain(dsl: DSL, generator: Callable) -> None:
+def _drain(dsl: DSL, generator: Callable[..., Any]) -> None:
     from drypipe.errors import GeneratorError
 
     try:
@@ -336,7 +347,7 @@ def _drain(dsl: DSL, generator: Callable) -> None:
         tasks[item.key] = item
 
 
-def _name(generator: Callable) -> str:
+def _name(generator: Callable[..., Any]) -> str:
     return getattr(generator, "__qualname__", repr(generator))
 
 
@@ -380,7 +391,7 @@ def import_object(spec: str, option: str, kind: str = "attribute") -> Any:
         module = importlib.import_module(module_name)
     except Exception as e:
         raise UserError(f"{option} {spec!r}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -404,7 +415,7 @@ def load_pipeline(spec: str) -> Pipeline:
     raise UserError(f"--generator {spec!r}: {attr}() returned {type(result).__name__}, not a pipeline")
 
 
-def _takes_one_argument(func: Callable) -> bool:
+def _takes_one_argument(func: Callable[..., Any]) -> bool:
     try:
         params = inspect.signature(func).parameters
     except (TypeError, ValueError):

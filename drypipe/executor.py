@@ -1,4 +1,4 @@
-"""The executor plugin interface and the entry-point registry.
+"""The executor interface (the plugins that provide executors: drypipe.plugins).
 
 The scheduler loop decides what runs; executors only run it.  Every method takes a
 batch of tasks so that a plugin can make one call to its backend per cycle (one
@@ -10,10 +10,10 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
+from drypipe import plugins
 from drypipe import state as st
 from drypipe.errors import UserError
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from drypipe.budget import Budget
     from drypipe.task_conf import TaskConf
 
-ENTRY_POINT_GROUP = "drypipe.executors"
+# What the loop records for a task its executor reports gone (see Liveness).
+Outcome = Literal["lost", "failed", "killed", "timed-out", "ready"]
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TaskRun:
 
     key: str
     instance_dir: Path
-    task_conf: "TaskConf"
+    task_conf: TaskConf
     start_step: int = 0
     # Executor-specific handle (pid, Slurm job id, remote id ...), persisted by the executor
     # beside the state marker so that a restarted orchestrator can adopt the task.
@@ -62,7 +63,7 @@ class Liveness:
     """
 
     alive: bool
-    outcome: str = "lost"
+    outcome: Outcome = "lost"
     reason: str | None = None
     certain: bool = False
 
@@ -73,7 +74,8 @@ def lost_grace_seconds() -> float:
     try:
         return float(os.environ.get("DRYPIPE_LOST_GRACE_SECONDS", "30"))
     except ValueError:
-        raise UserError(f"DRYPIPE_LOST_GRACE_SECONDS={os.environ['DRYPIPE_LOST_GRACE_SECONDS']!r} is not a number") from None
+        value = os.environ["DRYPIPE_LOST_GRACE_SECONDS"]
+        raise UserError(f"DRYPIPE_LOST_GRACE_SECONDS={value!r} is not a number") from None
 
 
 class EndWatch:
@@ -111,12 +113,12 @@ class ExecutorContext:
     instance_dir: Path
     max_local_jobs: int = 1
     wakeup: threading.Event = field(default_factory=threading.Event)
-    options: dict = field(default_factory=dict)
-    local_budget: "Budget | None" = None  # cores and memory of `drypipe run --cores/--mem`
+    options: dict[str, Any] = field(default_factory=dict)
+    local_budget: Budget | None = None  # cores and memory of `drypipe run --cores/--mem`
 
 
 class Executor(ABC):
-    """One backend that runs tasks.  Subclasses are registered by entry point."""
+    """One backend that runs tasks, provided by an executor plugin (drypipe.plugins)."""
 
     name: str = ""
     # True when the executor wakes the loop itself as tasks end (no need to poll on a timer).
@@ -125,14 +127,14 @@ class Executor(ABC):
     def __init__(self, context: ExecutorContext):
         self.context = context
 
-    def prepare(self, tasks: list[TaskRun]) -> None:
+    def prepare(self, tasks: list[TaskRun]) -> None:  # noqa: B027  (optional: most executors stage nothing)
         """Stage what the tasks need before launch (upload inputs, write launcher files)."""
 
     def max_in_flight(self) -> int | None:
         """How many of this executor's tasks may be in flight at once; None means no limit."""
         return None
 
-    def resource_budget(self) -> "Budget | None":
+    def resource_budget(self) -> Budget | None:
         """The cores and memory its tasks (TaskConf.cpus, mem) may hold at once, which the loop
         never exceeds when it launches; None: the backend allocates them itself (Slurm)."""
         return None
@@ -149,17 +151,10 @@ class Executor(ABC):
     def kill(self, tasks: list[TaskRun]) -> None:
         """Stop the given tasks."""
 
-    def collect(self, tasks: list[TaskRun]) -> None:
-        """Bring outputs of finished tasks back to the instance directory where needed."""
-
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional)
         """Release connections and threads at the end of a run."""
 
 
 def executor_class(name: str) -> type[Executor]:
-    """The executor class registered under `name` in the `drypipe.executors` group."""
-    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
-    for ep in found:
-        return ep.load()
-    known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
-    raise UserError(f"unknown executer_type {name!r} (known: {', '.join(known)})")
+    """The executor class of the plugin named `name` (imported now)."""
+    return plugins.plugin(name).executor_class()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from drypipe.task import Task
 
+_Edges = frozenset[tuple[str, str]]  # (pattern of the task at the other end, pattern of the label)
 DEFAULT_COLLAPSE = 3  # fan-outs of at least this many tasks are drawn as one node
 
 _NUMBER = re.compile(r"\d+")
@@ -81,12 +82,12 @@ def build_graph(tasks: dict[str, Task], collapse: int = DEFAULT_COLLAPSE, waits:
     members: dict[str, list[str]] = {k: [k] for k in keys}
     patterns: dict[str, str] = {}
     if collapse:
-        incoming: dict[str, set] = defaultdict(set)
-        outgoing: dict[str, set] = defaultdict(set)
+        incoming: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        outgoing: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for up, down, label in edges:
             incoming[down].add((numbered_pattern(up), numbered_pattern(label)))
             outgoing[up].add((numbered_pattern(down), numbered_pattern(label)))
-        groups: dict[tuple, list[str]] = defaultdict(list)
+        groups: dict[tuple[str, _Edges, _Edges], list[str]] = defaultdict(list)
         for key in keys:
             pattern = numbered_pattern(key)
             if pattern != key:

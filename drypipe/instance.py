@@ -17,10 +17,10 @@ OUTPUT_DIR = "output"
 
 
 class Instance:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(os.path.abspath(root))
         self.drypipe_dir = self.root / DRYPIPE_DIR
-        self._lock: "FileLock | None" = None
+        self._lock: FileLock | None = None
 
     def control_dir(self, key: str) -> Path:
         return self.drypipe_dir / key
@@ -76,7 +76,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def write_new(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) -> None:
+def write_new(path: str | os.PathLike[str], content: str | bytes, mode: int = 0o644) -> None:
     """Write a file of a task that has no state marker yet: no reader trusts it before the
     marker exists, and a crash before then rewrites it, so a temporary name is not needed."""
     data = content.encode("utf-8") if isinstance(content, str) else content
@@ -89,7 +89,7 @@ def write_new(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) 
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike, content: str | bytes, mode: int = 0o644) -> None:
+def write_atomic(path: str | os.PathLike[str], content: str | bytes, mode: int = 0o644) -> None:
     """Write a file so that readers see the old or the new content, never a partial one."""
     path = os.fspath(path)
     directory = os.path.dirname(path) or "."

@@ -14,12 +14,13 @@ import os
 import subprocess
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drypipe.errors import UserError, text_problem
 from drypipe.task_record import TaskRecord
 from drypipe.task_script import shell_assignment
-from drypipe.values import GlobExpression, VAR_TYPES, format_var, parse_var, unfilled_parameter
+from drypipe.values import VAR_TYPES, GlobExpression, format_var, parse_var, unfilled_parameter
 
 
 def run_call(module_function: str) -> None:
@@ -31,10 +32,11 @@ def run_call(module_function: str) -> None:
     _record_outputs(control_dir, conf, func.__name__, result if result is not None else {})
 
 
-def _load_function(conf: dict[str, Any], module_function: str) -> Callable:
+def _load_function(conf: dict[str, Any], module_function: str) -> Callable[..., Any]:
     module_name, _, func_name = module_function.partition(":")
-    step = next(
-        (s for s in conf["steps"] if s["kind"] == "python" and s["module"] == module_name and s["function"] == func_name),
+    step: dict[str, Any] = next(
+        (s for s in conf["steps"]
+         if s["kind"] == "python" and s["module"] == module_name and s["function"] == func_name),
         {},
     )
     for path in (conf.get("pipeline_code_dir"), step.get("sys_path")):
@@ -42,6 +44,8 @@ def _load_function(conf: dict[str, Any], module_function: str) -> Callable:
             sys.path.insert(0, path)
     if module_name == "__main__" and step.get("file"):
         spec = importlib.util.spec_from_file_location("__drypipe_main__", step["file"])
+        if spec is None or spec.loader is None:
+            raise UserError(f"task {conf['key']}: cannot load {step['file']} as a Python module")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     else:
@@ -49,13 +53,13 @@ def _load_function(conf: dict[str, Any], module_function: str) -> Callable:
             module = importlib.import_module(module_name)
         except Exception as e:
             raise UserError(f"task {conf['key']}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
-    func = getattr(module, func_name, None)
+    func: Callable[..., Any] | None = getattr(module, func_name, None)
     if not callable(func):
         raise UserError(f"task {conf['key']}: module {module_name!r} has no function {func_name!r}")
     return func
 
 
-def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
+def _arguments(conf: dict[str, Any], func: Callable[..., Any]) -> dict[str, Any]:
     env = os.environ
     available: dict[str, Any] = {}
     for spec in conf["inputs"]:
@@ -99,7 +103,8 @@ def _arguments(conf: dict[str, Any], func: Callable) -> dict[str, Any]:
 def _record_outputs(control_dir: str, conf: dict[str, Any], func_name: str, result: Any) -> None:
     key = conf["key"]
     if not isinstance(result, dict):
-        raise UserError(f"task {key}: {func_name}() must return a dict of output variables, got {type(result).__name__}")
+        raise UserError(f"task {key}: {func_name}() must return a dict of output variables, "
+                        f"got {type(result).__name__}")
     declared = {o["name"]: o["type"] for o in conf["outputs"] if o["kind"] == "var"}
     values = {}
     for name, value in result.items():
@@ -119,7 +124,8 @@ def _record_outputs(control_dir: str, conf: dict[str, Any], func_name: str, resu
 def _large_input(spec: dict[str, Any]) -> str | None:
     """An input value too large to be exported (see EXPORT_LIMIT), read from where it is kept."""
     if spec["kind"] == "value":
-        return spec["value"]
+        value: str = spec["value"]
+        return value
     return TaskRecord(os.environ["__pipeline_instance_dir"], spec["upstream"]).output_vars().get(spec["output"])
 
 
@@ -138,7 +144,7 @@ def _earlier_outputs(control_dir: str, conf: dict[str, Any]) -> dict[str, str]:
     script = 'source "$0" && for n in "$@"; do [[ -v $n ]] && printf "%s\\0%s\\0" "$n" "${!n}"; done; true'
     out = subprocess.run(["bash", "-c", script, path, *declared], capture_output=True, check=True, env={}).stdout
     items = out.decode("utf-8", "surrogateescape").split("\0")[:-1]
-    return dict(zip(items[::2], items[1::2]))
+    return dict(zip(items[::2], items[1::2], strict=False))  # a trailing name without a value: dropped
 
 
 def _checked(key: str, func_name: str, name: str, value: Any, type_name: str) -> str:
@@ -181,7 +187,7 @@ def user_traceback(error: BaseException) -> str:
     """The traceback of an exception raised by the user's code, without drypipe's own frames
     (nor runpy's and importlib's): what out.log shows of a failed Python call."""
     tb = traceback.TracebackException.from_exception(error)
-    seen = tb
+    seen: traceback.TracebackException | None = tb
     while seen is not None:  # the exception and the ones it was raised from, or during
         users = [f for f in seen.stack if not f.filename.startswith((_OWN_DIR, "<frozen "))]
         if users:  # else the error is drypipe's own: its frames stay

@@ -8,16 +8,15 @@ import fnmatch
 import html
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from drypipe import state as st
 from drypipe.display import executor_of, natural_key
-from drypipe.graph import numbered_pattern
 from drypipe.errors import UserError
+from drypipe.graph import numbered_pattern
 from drypipe.instance import Instance
 from drypipe.task_record import TaskRecord
-
 
 
 @dataclass
@@ -31,6 +30,13 @@ class TaskTime:
     max_rss: int | None = None  # peak resident memory in KiB, when measured
     reason: str | None = None  # why a failed task failed, from the end of its drypipe.log
     attempts: int = 1  # its last attempt's number: 1 + the retries it took (TaskRecord.attempt)
+
+    @property
+    def start(self) -> float:
+        """`started`, of a task known to have started (the timeline draws only those)."""
+        if self.started is None:
+            raise ValueError(f"task {self.key} has not started")
+        return self.started
 
     @property
     def seconds(self) -> float | None:
@@ -84,7 +90,8 @@ def stats(name: str, times: list[TaskTime]) -> Stats:
     cpus = [t.cpu for t in done if t.cpu is not None]
     rss = [t.max_rss for t in done if t.max_rss is not None]
     failed = sum(1 for t in times if st.is_failure(t.state))
-    return Stats(name, len(times), len(done), failed, min(durations, default=None), statistics.median(durations) if durations else None,
+    return Stats(name, len(times), len(done), failed, min(durations, default=None),
+                 statistics.median(durations) if durations else None,
                  max(durations, default=None), sum(durations) if durations else None,
                  sum(cpus) if cpus else None, max(rss, default=None))
 
@@ -134,7 +141,7 @@ def text_tables(times: list[TaskTime], pattern: str) -> tuple[list[list[str]], l
     retried = any(t.attempts > 1 for t in times)  # the attempts column only when some task was retried
     tasks = [["task", "state", "executor", "duration", "cpu", "peak rss"] + (["attempts"] if retried else [])]
     for t in times:
-        tasks.append([t.key, t.state or "none", t.executor, seconds_text(t.seconds), seconds_text(t.cpu),
+        tasks.append([t.key, st.text(t.state), t.executor, seconds_text(t.seconds), seconds_text(t.cpu),
                       memory_text(t.max_rss)] + ([str(t.attempts)] if retried else []))
     groups = [["tasks", "completed", "min", "median", "max", "total", "cpu", "peak rss", "failed", "count"]]
     for s in group_stats(times, pattern):
@@ -160,7 +167,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 #failures td.reason { white-space: normal; max-width: 560px; }
 details summary { cursor: pointer; color: #0969da; margin: 6px 0; }
 .legend span { display: inline-block; margin-right: 14px; }
-.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px; border-radius: 2px; }
+.legend i { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: -1px;
+           border-radius: 2px; }
 svg.timeline { display: block; border: 1px solid #d1d9e0; border-radius: 4px; background: #fff; }
 svg.timeline text { font: 11px system-ui, sans-serif; fill: #1f2328; }
 svg.timeline .tick line { stroke: #eaeef2; } svg.timeline .tick text { fill: #59636e; }
@@ -182,13 +190,8 @@ FAILURES_SHOWN = 10  # failures listed at the top; the others are one click away
 
 
 def _state_class(state: str | None) -> str:
-    if state == st.COMPLETED:
-        return "state-completed"
-    if st.is_failure(state):
-        return "state-failed"
-    if st.is_in_flight(state):
-        return "state-running"
-    return "state-other"
+    group = st.group(state)
+    return f"state-{group}" if group in ("completed", "failed", "running") else "state-other"
 
 
 def _tick_step(span: float) -> float:
@@ -210,10 +213,10 @@ def _tick_label(seconds: float) -> str:
 
 
 def _tip(t: TaskTime, now: float) -> str:
-    duration = seconds_text(t.seconds) if t.seconds is not None else f"running for {seconds_text(now - t.started)}"
+    duration = seconds_text(t.seconds) if t.seconds is not None else f"running for {seconds_text(now - t.start)}"
     extra = "".join([f", cpu {seconds_text(t.cpu)}" if t.cpu is not None else "",
                      f", peak rss {memory_text(t.max_rss)}" if t.max_rss is not None else ""])
-    return f"{t.key}: {duration}, {t.state or 'none'}, {t.executor}{extra}"
+    return f"{t.key}: {duration}, {st.text(t.state)}, {t.executor}{extra}"
 
 
 def _bar(t: TaskTime, x: float, y: float, width: float, height: float, now: float) -> str:
@@ -224,7 +227,7 @@ def _bar(t: TaskTime, x: float, y: float, width: float, height: float, now: floa
 def _lanes(rows: list[TaskTime]) -> list[tuple[str, list[TaskTime]]]:
     """(label, tasks) per lane: one per group of keys, in order of first start; past MAX_LANES
     groups the smallest share the last lane."""
-    groups = sorted(groups_of(rows).items(), key=lambda item: min(t.started for t in item[1]))
+    groups = sorted(groups_of(rows).items(), key=lambda item: min(t.start for t in item[1]))
     if len(groups) > MAX_LANES:
         by_size = sorted(groups, key=lambda item: -len(item[1]))
         kept = {name for name, _ in by_size[:MAX_LANES - 1]}
@@ -240,7 +243,7 @@ def timeline_svg(times: list[TaskTime], now: float | None = None) -> str:
     rows = sorted((t for t in times if t.started is not None), key=lambda t: (t.started, t.key))
     if not rows:
         return '<p class="meta">No task has started yet: nothing to draw.</p>'
-    origin = min(t.started for t in rows)
+    origin = min(t.start for t in rows)
     end = max((t.ended if t.ended is not None else now) for t in rows)
     span = max(end - origin, 1e-3)
     scale = _CHART_WIDTH / span
@@ -262,7 +265,7 @@ def timeline_svg(times: list[TaskTime], now: float | None = None) -> str:
 
     def x_and_width(t: TaskTime) -> tuple[float, float]:
         ended = t.ended if t.ended is not None else now
-        return _LABEL_WIDTH + (t.started - origin) * scale, max(1.0, (ended - t.started) * scale)
+        return _LABEL_WIDTH + (t.start - origin) * scale, max(1.0, (ended - t.start) * scale)
 
     if lanes is None:
         for i, t in enumerate(rows):
@@ -311,14 +314,12 @@ def _html_table(rows: list[list[str]], numeric: set[int], cells: dict[int, str] 
 
 
 def _summary(times: list[TaskTime], wall: float | None) -> str:
-    counts = defaultdict(int)
-    for t in times:
-        counts["completed" if t.state == st.COMPLETED else "failed" if st.is_failure(t.state) else
-               "running" if st.is_in_flight(t.state) else "not run"] += 1
+    counts = Counter(st.group(t.state) for t in times)
     cpus = [t.cpu for t in times if t.cpu is not None]
     rss = [t.max_rss for t in times if t.max_rss is not None]
+    groups = ("completed", "failed", "running", "ready", "waiting")
     items = [(str(len(times)), "tasks", ""), *((str(counts[n]), n, " bad" if n == "failed" else "")
-                                               for n in ("completed", "failed", "running", "not run") if counts[n]),
+                                               for n in groups if counts[n]),
              (seconds_text(wall), "wall time", ""), (seconds_text(sum(cpus) if cpus else None), "cpu time", ""),
              (memory_text(max(rss, default=None)), "largest peak rss", "")]
     retries = sum(t.attempts - 1 for t in times)
@@ -333,7 +334,10 @@ def _failures(times: list[TaskTime]) -> str:
     if not failed:
         return '<section id="failures"><h2>Failures</h2><p class="meta">No task failed.</p></section>'
     rows = [[t.key, t.state or "", t.reason or "", f".drypipe/{t.key}/out.log"] for t in failed]
-    table = lambda body: _html_table([["task", "state", "reason", "log"], *body], set(), {2: "reason"})  # noqa: E731
+
+    def table(body: list[list[str]]) -> str:
+        return _html_table([["task", "state", "reason", "log"], *body], set(), {2: "reason"})
+
     more = ""
     if len(rows) > FAILURES_SHOWN:
         more = (f"<details><summary>{len(rows) - FAILURES_SHOWN} more failures</summary>"
@@ -350,7 +354,7 @@ def html_report(instance: Instance, times: list[TaskTime], pattern: str = "*", n
     started = [t for t in times if t.started is not None]
     wall = None
     if started:
-        wall = max((t.ended if t.ended is not None else now) for t in started) - min(t.started for t in started)
+        wall = max((t.ended if t.ended is not None else now) for t in started) - min(t.start for t in started)
     legend = "".join(f'<span><i class="{c}"></i>{n}</span>' for c, n in (
         ("state-completed", "completed"), ("state-failed", "failed, killed, timed out or lost"),
         ("state-running", "running"), ("state-other", "other")))

@@ -64,7 +64,7 @@ class RunLog:
             new = f"{failure_text(self.instance, key, new)}; log: {self.instance.control_dir(key) / 'out.log'}"
         self.write(f"{key} {old or '-'} -> {new}")
 
-    def end(self, summary: "RunSummary | None", stopped: bool = False, error: BaseException | None = None) -> None:
+    def end(self, summary: RunSummary | None, stopped: bool = False, error: BaseException | None = None) -> None:
         """The run's last line (before the lock is released): how it ended, with the counts."""
         if self._file is None:
             return

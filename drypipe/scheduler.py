@@ -12,13 +12,16 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
+from drypipe import plugins
 from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.budget import Admission, Budget, need_of
 from drypipe.cache import CachePolicy, OutputCache, open_cache
+from drypipe.config import DEFAULT_SLEEP_SCHEDULE
 from drypipe.digests import DigestCache
 from drypipe.dsl import Evaluation, Pipeline, evaluate
 from drypipe.errors import BackendUnavailable, UserError
@@ -32,8 +35,6 @@ from drypipe.task_script import task_conf_document, task_files_current, write_ta
 
 log = logging.getLogger("drypipe")
 
-DEFAULT_SLEEP_SCHEDULE = (0, 1, 3, 5, 10, 15, 20)
-
 
 @dataclass
 class RunOptions:
@@ -42,11 +43,11 @@ class RunOptions:
     reset_failed: bool = False
     max_local_jobs: int = 1
     sleep_schedule: tuple[float, ...] = DEFAULT_SLEEP_SCHEDULE
-    lost_grace_seconds: float = 30.0
+    lost_grace_seconds: float | None = None  # None: DRYPIPE_LOST_GRACE_SECONDS (executor.lost_grace_seconds)
     keep_stale: bool = False
     cache_url: str | None = None
     cache_policy: CachePolicy = field(default_factory=CachePolicy)
-    executor_options: dict = field(default_factory=dict)
+    executor_options: dict[str, Any] = field(default_factory=dict)
     retries: int = 0  # attempts after a failure, for tasks whose TaskConf.retries is None
     cores: int | None = None  # the local budget (None: the machine's cores, memory in bytes)
     mem: int | None = None
@@ -78,7 +79,7 @@ class RunSummary:
 
 # -- the decisions `run` makes about one task; `run --dry-run` predicts with the same ones ----
 
-def is_stale(state: str | None, recorded: dict | None, signature: str, options: RunOptions) -> bool:
+def is_stale(state: str | None, recorded: dict[str, Any] | None, signature: str, options: RunOptions) -> bool:
     """A completed task runs again when its recorded signature is not its current one (a task
     completed before signatures were recorded is adopted as it is)."""
     return (state == st.COMPLETED and not options.keep_stale and recorded is not None
@@ -102,10 +103,10 @@ def start_step(state: str | None, options: RunOptions) -> int:
 
 def held(key: str, options: RunOptions) -> bool:
     """--until: a ready task whose key matches is not started."""
-    return bool(options.until) and fnmatch.fnmatchcase(key, options.until)
+    return bool(options.until and fnmatch.fnmatchcase(key, options.until))
 
 
-def cache_outcome(manifest: dict | None, rerun_asked: bool, policy: CachePolicy) -> str | None:
+def cache_outcome(manifest: dict[str, Any] | None, rerun_asked: bool, policy: CachePolicy) -> str | None:
     """What a usable cache entry makes of a ready task: completed, failed, or None (it runs).
     `rerun_asked`: a failed task restarted by --restart-failed / --reset-failed."""
     if manifest is None:
@@ -145,7 +146,8 @@ class Scheduler:
         self.tasks: dict[str, Task] = {}
         self.confs: dict[str, TaskConf] = {}
         self.waiting_on: dict[str, set[str]] = {}
-        self.dependents: dict[str, set[str]] = defaultdict(set)
+        # upstream -> its waiting dependents, in yield order (an ordered set: they become ready in that order)
+        self.dependents: dict[str, dict[str, None]] = defaultdict(dict)
         self.ready: dict[str, int] = {}  # key -> start step, in launch order; change with _ready/_unready
         self.ready_per_executor: dict[str, int] = defaultdict(int)
         self.in_flight: dict[str, TaskRun] = {}
@@ -161,7 +163,7 @@ class Scheduler:
         self.digests = DigestCache(instance.drypipe_dir / ".digests.json")
         self.signer = sig.Signer(str(instance.root), self.digests)
         self.cache: OutputCache | None = open_cache(options.cache_url) if options.cache_url else None
-        self.stale: dict[str, list] = {}  # key -> changed ingredients, for the summary
+        self.stale: dict[str, list[sig.Change]] = {}  # key -> changed ingredients, for the summary
         self.from_cache: set[str] = set()
         self._disk_dependents: dict[str, list[str]] | None = None
         self.admissions: dict[str, Admission] = {}  # executor with a local budget -> its admission
@@ -242,13 +244,14 @@ class Scheduler:
         self.instance.lock()
         try:
             self.run_log.begin()
-            leftovers = []
+            leftovers: list[str] = []
             for key in self.instance.task_keys():
                 control = str(self.instance.control_dir(key))
                 self.states[key], tmp_files = st.scan(control, strict=True)
                 leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
             # Tasks to adopt: their task-conf.json is read (and refused if corrupt) before any change.
-            adopted = {key: self._read_task_conf(key) for key, state in self.states.items() if st.is_in_flight(state)}
+            adopted = {key: (state, self._read_task_conf(key))
+                       for key, state in self.states.items() if st.is_in_flight(state)}
             evaluation = self._generate()
             # Temporary files of writes interrupted by a crash (ours or a task's), never renamed.
             root = self.instance.root
@@ -257,8 +260,8 @@ class Scheduler:
                 _remove_leftover(path)
             self.instance.create()
             write_task_lib(self.instance)
-            for key, conf in adopted.items():
-                self._adopt(key, self.states[key], conf)
+            for key, (state, conf) in adopted.items():
+                self._adopt(key, state, conf)
             self._apply(evaluation)
         except BaseException as e:
             self.run_log.end(None, error=e)
@@ -334,13 +337,13 @@ class Scheduler:
             for key in stale:
                 self._invalidate(key)
             return self._apply(self._generate()) or True
-        for task, doc in zip(new, docs):
+        for task, doc in zip(new, docs, strict=True):
             self._register(task, doc)
         for task in new:
             self._schedule(task)
         return bool(new)
 
-    def _document(self, task: Task) -> dict:
+    def _document(self, task: Task) -> dict[str, Any]:
         """The task-conf.json document of a task, also given to the signer."""
         self.tasks[task.key] = task
         self.confs[task.key] = task.task_conf
@@ -350,7 +353,7 @@ class Scheduler:
         self.signer.add(doc)
         return doc
 
-    def _register(self, task: Task, doc: dict) -> None:
+    def _register(self, task: Task, doc: dict[str, Any]) -> None:
         """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
         key = task.key
         state = self.states.get(key)
@@ -381,7 +384,7 @@ class Scheduler:
         if self.states.get(key) != st.COMPLETED or self.options.keep_stale:
             return False  # the signature record is not read for most tasks
         recorded = self._record(key).signature_record()
-        if not is_stale(self.states.get(key), recorded, self.signer.signature(key), self.options):
+        if recorded is None or not is_stale(self.states.get(key), recorded, self.signer.signature(key), self.options):
             return False
         self.stale[key] = sig.differences(recorded.get("ingredients", {}), self.signer.parts(key))
         log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
@@ -433,7 +436,7 @@ class Scheduler:
         if pending:
             self.waiting_on[key] = pending
             for upstream in pending:
-                self.dependents[upstream].add(key)
+                self.dependents[upstream][key] = None
         else:
             self._make_ready(key)
 
@@ -521,14 +524,21 @@ class Scheduler:
         return True
 
     def _pick_up_failed_dependents(self, key: str) -> None:
-        """An executor may record the failure of waiting dependents too (the Dendro service
-        fails the jobs submitted ahead downstream of a failed job): read their markers."""
+        """An executor that submits tasks ahead (ExecutorPlugin.submits_ahead: the Dendro
+        service fails the jobs submitted downstream of a failed job) may record the failure
+        of waiting dependents too: read their markers."""
         for dependent in sorted(self.dependents.get(key, ())):
-            if self.states.get(dependent) == st.WAITING:
+            conf = self.confs.get(dependent)
+            if self.states.get(dependent) == st.WAITING and conf is not None and self._submits_ahead(conf):
                 marker = st.read_state(str(self.instance.control_dir(dependent)))
                 if st.is_failure(marker):
                     self.waiting_on.pop(dependent, None)
                     self._on_state(dependent, marker)
+
+    @staticmethod
+    def _submits_ahead(conf: TaskConf) -> bool:
+        found = plugins.plugins().get(conf.executor_name())
+        return found is not None and found.submits_ahead
 
     def _record_outcome(self, key: str, new: str) -> None:
         """Record the output digests of a task that ran, and publish it to the shared cache."""
@@ -542,8 +552,9 @@ class Scheduler:
                 if spec["kind"] == "var" or not pattern:
                     continue
                 for path in sorted(output_dir.glob(pattern)):
-                    if path.is_file():
-                        files[str(path.relative_to(output_dir))] = self.digests.digest(path)
+                    digest = self.digests.digest(path) if path.is_file() else None
+                    if digest is not None:
+                        files[str(path.relative_to(output_dir))] = digest
             signed["outputs"] = files
             record.write_signature_record(signed)
         # Only a step's own failure is a result: a kill, a time limit or a lost node is not.
@@ -559,37 +570,42 @@ class Scheduler:
             signed["published"] = sorted({*signed.get("published", []), self.cache.url})
             record.write_signature_record(signed)
 
-    def _published(self, recorded: dict) -> bool:
+    def _published(self, recorded: dict[str, Any]) -> bool:
         return self.cache is not None and self.cache.url in recorded.get("published", [])
 
     def _restore_from_cache(self, key: str) -> bool:
         """Complete (or fail) a ready task from the shared cache instead of running it: the
         results first, the marker last (a crash before it leaves a ready task, restored again)."""
+        cache = self.cache
+        if cache is None:
+            return False
         signature = self.signer.signature(key)
-        manifest = self.cache.usable_manifest(signature, key, self.signer.docs[key]["outputs"])  # checked: untrusted
+        manifest = cache.usable_manifest(signature, key, self.signer.docs[key]["outputs"])  # checked: untrusted
         if manifest is None:
             return False
         record = self._record(key)
-        outcome = cache_outcome(manifest, key in self.restarted, self.options.cache_policy)
-        if manifest.get("status") == "failed" and key not in self.restarted and self.options.cache_policy.delete_failing:
-            self.cache.delete(signature)
+        policy = self.options.cache_policy
+        outcome = cache_outcome(manifest, key in self.restarted, policy)
+        if manifest.get("status") == "failed" and key not in self.restarted and policy.delete_failing:
+            cache.delete(signature)
         if outcome is None:
             return False
         if outcome != st.COMPLETED:
             new = outcome
-            reason = f"failed before with the same signature (from cache {self.cache.url}; --rerun-failing runs it again)"
+            reason = (f"failed before with the same signature (from cache {cache.url}; "
+                      "--rerun-failing runs it again)")
         else:
-            if not self.cache.restore(signature, manifest, record.output_dir):
+            if not cache.restore(signature, manifest, record.output_dir):
                 return False
             if any(spec["kind"] == "var" for spec in self.signer.docs[key]["outputs"]):
                 record.write_output_vars(manifest.get("output_vars", {}))
             signed = self.signer.record(key)
             signed["outputs"] = manifest["files"]
-            signed["published"] = [self.cache.url]
+            signed["published"] = [cache.url]
             record.write_signature_record(signed)
-            record.mark_cached(self.cache.url, signature)
+            record.mark_cached(cache.url, signature)
             new = st.COMPLETED
-            reason = f"from cache {self.cache.url}"
+            reason = f"from cache {cache.url}"
         if record.record_state(self.states.get(key), new, reason):
             self._unready(key)
             self.from_cache.add(key)
@@ -618,7 +634,12 @@ class Scheduler:
                     unfinished.append(run)
             if not unfinished:
                 continue
-            for key, liveness in executor.poll(unfinished).items():
+            try:
+                polled = executor.poll(unfinished)
+            except BackendUnavailable as e:  # states unknown this cycle: none is lost, it asks again later
+                log.warning("%s unavailable (%s): %d tasks not polled this cycle", name, e, len(unfinished))
+                continue
+            for key, liveness in polled.items():
                 if liveness.alive:
                     self.end_watch.forget(key)
                 else:
@@ -759,7 +780,8 @@ class Scheduler:
             for run in claimed:
                 self._record(run.key).unclaim(self.states[run.key])
             message = str(e)
-            raise UserError(message if message.startswith(("task ", "tasks ")) else f"task {claimed[0].key}: {message}") from e
+            named = message.startswith(("task ", "tasks "))
+            raise UserError(message if named else f"task {claimed[0].key}: {message}") from e
         for run in claimed:
             run.handle = handles.get(run.key)
             self._unready(run.key)

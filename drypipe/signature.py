@@ -8,9 +8,11 @@ import ast
 import hashlib
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drypipe.digests import DigestCache
+
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
@@ -62,7 +64,8 @@ def step_text(doc: dict[str, Any], index: int) -> str | None:
     step = doc["steps"][index]
     try:
         if step["kind"] == "bash":
-            return step["code"]
+            code: str = step["code"]
+            return code
         if step["kind"] == "script":
             with open(os.path.join(doc["pipeline_code_dir"], step["path"]), encoding="utf-8", errors="replace") as f:
                 return f.read()
@@ -92,7 +95,10 @@ def signature_of(parts: dict[str, str]) -> str:
     return _sha(json.dumps(parts, sort_keys=True))
 
 
-def differences(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+Change = tuple[str, str | None, str | None]  # (ingredient, before, now)
+
+
+def differences(old: dict[str, str], new: dict[str, str]) -> list[Change]:
     """(ingredient, before, now) for each ingredient that changed, appeared or disappeared."""
     return [(k, old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
@@ -106,7 +112,7 @@ class Signer:
         self.docs: dict[str, dict[str, Any]] = {}
         self._parts: dict[str, dict[str, str]] = {}
         self._signatures: dict[str, str] = {}
-        self._texts: dict[tuple, str | None] = {}
+        self._texts: dict[tuple[str | None, ...], str | None] = {}
 
     def add(self, doc: dict[str, Any]) -> None:
         key = doc["key"]
@@ -135,7 +141,8 @@ class Signer:
     def _step_text(self, doc: dict[str, Any], index: int) -> str | None:
         step = doc["steps"][index]
         if step["kind"] == "bash":
-            return step["code"]
+            code: str = step["code"]
+            return code
         where = (step.get("path"), step.get("file"), step.get("function"))  # shared by a fan-out's tasks
         if where not in self._texts:
             self._texts[where] = step_text(doc, index)

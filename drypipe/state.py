@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Final, TypeGuard
 
-WAITING = "waiting"
-READY = "ready"
-LAUNCHED = "launched"
-COMPLETED = "completed"
-LOST = "lost"
+# Final: their types are their values (drypipe.executor.Liveness.outcome is a Literal).
+WAITING: Final = "waiting"
+READY: Final = "ready"
+LAUNCHED: Final = "launched"
+COMPLETED: Final = "completed"
+LOST: Final = "lost"
 
 def step_started(step: int) -> str:
     return f"step-started.{step}"
@@ -27,16 +29,45 @@ _STEP_RE = re.compile(r"^(step-started|step-completed|failed|killed|timed-out)\.
 TERMINAL_PREFIXES = ("failed.", "killed.", "timed-out.")
 
 
-def is_terminal(state: str | None) -> bool:
+# TypeGuard: where these say True, the state is a marker name (not None).
+def is_terminal(state: str | None) -> TypeGuard[str]:
     return state == COMPLETED or state == LOST or (state is not None and state.startswith(TERMINAL_PREFIXES))
 
 
-def is_failure(state: str | None) -> bool:
+def is_failure(state: str | None) -> TypeGuard[str]:
     return state == LOST or (state is not None and state.startswith(TERMINAL_PREFIXES))
 
 
-def is_in_flight(state: str | None) -> bool:
+def is_in_flight(state: str | None) -> TypeGuard[str]:
     return state == LAUNCHED or (state is not None and state.startswith(("step-started.", "step-completed.")))
+
+
+# How `drypipe run`, `status` and `report` group states; a task without a marker yet shows as waiting.
+GROUPS = (WAITING, READY, "running", COMPLETED, "failed")
+
+
+def text(state: str | None) -> str:
+    """The state as shown to users: its marker name, or waiting before it has one."""
+    return state or WAITING
+
+
+def name_of(state: str | None) -> str:
+    """The state without its step: waiting, ready, running (launched or in a step), completed,
+    failed, killed, timed-out or lost."""
+    if is_in_flight(state):
+        return "running"
+    return text(state).split(".")[0]
+
+
+def group(state: str | None) -> str:
+    """The display group of a state (one of GROUPS): killed, timed-out and lost are failed."""
+    return "failed" if is_failure(state) else name_of(state)
+
+
+def matches(state: str | None, wanted: str) -> bool:
+    """Whether a task in `state` is in the `--state` group `wanted`: a name_of (failed takes
+    killed, timed-out and lost too) or a marker name (launched)."""
+    return wanted in (name_of(state), group(state), state)
 
 
 def step_of(state: str | None) -> int:
@@ -71,7 +102,7 @@ def scan(control_dir: str, strict: bool = False) -> tuple[str | None, list[str]]
     return _state_of(names), leftovers
 
 
-def _check_markers(control_dir: str, markers: list[os.DirEntry]) -> None:
+def _check_markers(control_dir: str, markers: list[os.DirEntry[str]]) -> None:
     problems = []
     if len(markers) > 1:
         problems.append(f"{len(markers)} state markers ({', '.join(sorted(m.name for m in markers))}), "

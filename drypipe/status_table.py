@@ -3,14 +3,15 @@ failures with the tail of their logs.  Exit codes: 0 every task completed (and, 
 generator, none is stale), 1 some task failed, 3 otherwise (tasks waiting or running)."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import click
 
+from drypipe import plugins
 from drypipe import state as st
 from drypipe.display import clean, columns, duration_text, executor_of, failure_text, natural_key
 from drypipe.errors import UserError
@@ -76,24 +77,16 @@ def _executor_and_job(record: TaskRecord) -> tuple[str, str]:
         executor = executor_of(record.conf_document()["task_conf"])
     except (UserError, KeyError, AttributeError, TypeError):
         executor = "?"
-    return executor, _job_id(record)
+    return executor, _job_id(record, executor)
 
 
-def _job_id(record: TaskRecord) -> str:
-    """What identifies the task's process or job: a Slurm job id, a Dendro job id, the host
-    (and job) of an ssh task, or a local pid."""
-    try:
-        return record.path("slurm_job_id").read_text().split()[0]
-    except (OSError, IndexError):
-        pass
-    for name in ("dendro_job", "ssh_launch"):  # JSON records of those executors
-        try:
-            handle = json.loads(record.path(name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(handle, dict):
-            host, job = handle.get("host"), handle.get("job_id")
-            return ":".join(str(p) for p in (host, job) if p) or "?"
+def _job_id(record: TaskRecord, executor: str) -> str:
+    """What identifies the task's process or job: its executor plugin's handle (a job id, a
+    host ...), else the local pid the task runtime records for every executor."""
+    found = plugins.plugins().get(executor)  # None: not installed here
+    handle = found.handle(record) if found is not None and found.handle is not None else None
+    if handle:
+        return handle
     pid = record.pid()
     return str(pid.pid) if pid is not None and pid.valid else ""
 
@@ -107,7 +100,7 @@ def _running_step(record: TaskRecord, state: str | None) -> str:
     return f"{min(number, count)}/{count}" if count else str(number)
 
 
-def rows(instance: Instance, states: dict[str, str | None], stale: set[str] = frozenset()) -> list[Row]:
+def rows(instance: Instance, states: dict[str, str | None], stale: AbstractSet[str] = frozenset()) -> list[Row]:
     result = []
     for key, state in sorted(states.items(), key=lambda item: natural_key(item[0])):
         record = TaskRecord(instance.root, key)
@@ -148,7 +141,7 @@ def summary_line(all_rows: list[Row]) -> str:
 
 
 def print_status(instance: Instance, states: dict[str, str | None], state_filter: str | None,
-                 stale: set[str] = frozenset()) -> int:
+                 stale: AbstractSet[str] = frozenset()) -> int:
     """Print the table, the summary and the failures; return the exit code."""
     from rich.console import Console
     from rich.table import Table
@@ -165,7 +158,7 @@ def print_status(instance: Instance, states: dict[str, str | None], state_filter
             table.add_column(name, justify="right" if i == 4 else "left", no_wrap=i == 0)
         styles = {"completed": "green", "failed": "bold red", "running": "blue", "killed": "red",
                   "timed-out": "red", "lost": "red"}
-        for r, row in zip(shown, cells):
+        for r, row in zip(shown, cells, strict=True):
             table.add_row(*row, style=None if r.stale else styles.get(state_group(r.state)))
         if shown:
             console.print(table)
@@ -177,7 +170,8 @@ def print_status(instance: Instance, states: dict[str, str | None], state_filter
     click.echo(summary_line(all_rows))
     for r in shown:
         if st.is_failure(r.state):
-            click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {instance.control_dir(r.key) / 'out.log'}")
+            log = instance.control_dir(r.key) / "out.log"
+            click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {log}")
             for line in TaskRecord(instance.root, r.key).tail():
                 click.echo(f"    {clean(line)}")
     return exit_code(all_rows)

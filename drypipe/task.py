@@ -9,13 +9,16 @@ import os
 import pathlib
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from drypipe.digests import stat_file_to_digest
 from drypipe.errors import UserError, check_type, text_problem
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
+from drypipe.text import first_of
 from drypipe.values import (
+    VAR_TYPES,
     File,
     FileHandle,
     FileSet,
@@ -25,7 +28,6 @@ from drypipe.values import (
     TaskOutputs,
     Val,
     Var,
-    VAR_TYPES,
     format_var,
     parse_var,
     path_problem,
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 class Task:
     """One node of the DAG.  Immutable once the builder is finished."""
 
-    def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf, source: str):
+    def __init__(self, dsl: DSL, key: str, task_conf: TaskConf, source: str):
         self.dsl = dsl
         self.key = key
         self.task_conf = task_conf
@@ -115,7 +117,7 @@ def _output_spec(name: str, decl: Var | File | FileSet) -> dict[str, Any]:
     return {"name": name, "kind": "fileset", "glob": decl.glob}
 
 
-class TaskProps(dict):
+class TaskProps(dict[str, Any]):
     """`task.props`: what `.props(name=value)` gave, also as attributes (`task.props.name`)."""
 
     def __init__(self, key: str):
@@ -134,7 +136,7 @@ class TaskProps(dict):
 class TaskBuilder:
     """`dsl.task(key=...)`: collects inputs, outputs and calls; `()` finishes the task."""
 
-    def __init__(self, dsl: "DSL", key: str, task_conf: TaskConf | None, source: str):
+    def __init__(self, dsl: DSL, key: str, task_conf: TaskConf | None, source: str):
         if task_conf is not None:
             check_type(task_conf, TaskConf, "be a TaskConf", f"task {key!r}: task_conf")
             try:  # checked when built, and here again: its fields may have been changed since
@@ -146,7 +148,7 @@ class TaskBuilder:
                 raise UserError(f"task {key!r}: {e}") from None
         self._task = Task(dsl, key, task_conf or dsl.default_task_conf, source)
         self._finished: Task | None = None
-        self._python_calls: list[Callable] = []  # checked against the inputs and outputs at the end
+        self._python_calls: list[Callable[..., Any]] = []  # checked against the inputs and outputs at the end
 
     def _check_open(self) -> Task:
         if self._finished is not None:
@@ -155,7 +157,7 @@ class TaskBuilder:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def inputs(self, *positional: Any, **named: Any) -> "TaskBuilder":
+    def inputs(self, *positional: Any, **named: Any) -> TaskBuilder:
         task = self._check_open()
         for ref in positional:
             if not isinstance(ref, OutputRef):
@@ -180,7 +182,7 @@ class TaskBuilder:
 
     # -- outputs -------------------------------------------------------------------------------
 
-    def outputs(self, *positional: Any, **named: Any) -> "TaskBuilder":
+    def outputs(self, *positional: Any, **named: Any) -> TaskBuilder:
         task = self._check_open()
         if positional:
             raise UserError(f"task {task.key!r}: outputs must be named, like outputs(x=int)")
@@ -194,9 +196,10 @@ class TaskBuilder:
                 decl = File(decl.as_posix())
             if isinstance(decl, Var):
                 type_name(decl.type)
-            elif isinstance(decl, (File, FileSet)):
-                glob = isinstance(decl, FileSet)
-                _refuse(task.key, path_problem(decl.glob if glob else decl.name, True, glob), "output", name)
+            elif isinstance(decl, File):
+                _refuse(task.key, path_problem(decl.name, True, False), "output", name)
+            elif isinstance(decl, FileSet):
+                _refuse(task.key, path_problem(decl.glob, True, True), "output", name)
             else:
                 raise UserError(
                     f"task {task.key!r}: output {name!r} must be a type, dsl.var(...), dsl.file(...) "
@@ -209,13 +212,13 @@ class TaskBuilder:
 
     # -- calls ---------------------------------------------------------------------------------
 
-    def props(self, **props: Any) -> "TaskBuilder":
+    def props(self, **props: Any) -> TaskBuilder:
         """The original DryPipe's task properties: values for the generator, read back as
         `task.props.<name>`; not part of the task's definition or signature."""
         self._check_open().props.update(props)
         return self
 
-    def calls(self, code: Any, container: str | None = None) -> "TaskBuilder":
+    def calls(self, code: Any, container: str | None = None) -> TaskBuilder:
         task = self._check_open()
         task.steps.append(_step_spec(task, code, container))
         if task.steps[-1]["kind"] == "python":
@@ -244,7 +247,8 @@ def _check_variable_name(key: str, what: str, name: str) -> None:
 def _refuse(key: str, problem: str | None, what: str, name: str | None = None) -> None:
     """When there is a problem, a UserError "task 'k': <what> ['name'] <problem>"."""
     if problem is not None:
-        raise UserError(f"task {key!r}: {what} {problem}" if name is None else f"task {key!r}: {what} {name!r} {problem}")
+        what = what if name is None else f"{what} {name!r}"
+        raise UserError(f"task {key!r}: {what} {problem}")
 
 
 def _file_input(task: Task, name: str, path: str, upstream: str | None) -> dict[str, Any]:
@@ -269,7 +273,7 @@ def _input_spec(task: Task, name: str, value: Any) -> dict[str, Any]:
         _add_upstream(task, upstream)
         decl = value.decl
         if isinstance(decl, Var):
-            spec = {"name": name, "kind": "var", "type": type_name(decl.type),
+            spec: dict[str, Any] = {"name": name, "kind": "var", "type": type_name(decl.type),
                     "upstream": upstream.key, "output": value.name}
             if decl.may_be_none:  # only then: the definitions of other tasks stay as they were
                 spec["may_be_none"] = True
@@ -342,7 +346,7 @@ def _step_spec(task: Task, code: Any, container: str | None) -> dict[str, Any]:
     return step
 
 
-def _python_step(task: Task, func: Callable) -> dict[str, Any]:
+def _python_step(task: Task, func: Callable[..., Any]) -> dict[str, Any]:
     func = getattr(func, "__wrapped__", func)
     name = getattr(func, "__qualname__", "")
     if not inspect.isfunction(func) or "<" in name or "." in name:
@@ -364,7 +368,7 @@ def _python_step(task: Task, func: Callable) -> dict[str, Any]:
             "sys_path": _module_root(module, file)}
 
 
-def _check_call_parameters(task: Task, func: Callable) -> None:
+def _check_call_parameters(task: Task, func: Callable[..., Any]) -> None:
     """A parameter of a python call that the task cannot fill fails at generation, not when
     the task runs after its upstream tasks."""
     def available(name: str) -> bool:
@@ -383,9 +387,8 @@ def _check_call_parameters(task: Task, func: Callable) -> None:
     )
 
 
-def _names(names: list[str], most: int = 8) -> str:
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more if names else "none"
+def _names(names: list[str]) -> str:
+    return first_of(names, most=8, empty="none")
 
 
 def _module_root(module: str, file: str) -> str | None:

@@ -20,13 +20,17 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from drypipe import state as st
 from drypipe.errors import UserError
 from drypipe.instance import DRYPIPE_DIR, OUTPUT_DIR, write_atomic, write_new
+
+if TYPE_CHECKING:
+    from drypipe.task_conf import TaskConf
 
 CONF_FILE = "task-conf.json"
 SCRIPT_FILE = "task"
@@ -84,14 +88,14 @@ class PidRecord:
 class TaskRecord:
     """The files of one task of an instance."""
 
-    def __init__(self, instance_root: str | os.PathLike, key: str):
+    def __init__(self, instance_root: str | os.PathLike[str], key: str):
         self.instance_root = Path(instance_root)
         self.key = key
         self.control_dir = self.instance_root / DRYPIPE_DIR / key
         self.output_dir = self.instance_root / OUTPUT_DIR / key
 
     @classmethod
-    def at(cls, control_dir: str | os.PathLike) -> "TaskRecord":
+    def at(cls, control_dir: str | os.PathLike[str]) -> TaskRecord:
         """The record of the task whose control dir is `control_dir`."""
         control = Path(control_dir)
         return cls(control.parent.parent, control.name)
@@ -130,7 +134,7 @@ class TaskRecord:
         except (OSError, ValueError) as e:
             raise UserError(f"task {self.key}: unreadable {path}: {e}") from e
 
-    def task_conf(self):  # -> TaskConf (imported late: task_conf imports the executors' registry)
+    def task_conf(self) -> TaskConf:  # imported late: task_conf imports the executors' registry
         from drypipe.task_conf import TaskConf
 
         path = self.path(CONF_FILE)

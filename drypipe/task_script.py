@@ -10,9 +10,11 @@ import hashlib
 import json
 import os
 import shlex
+import textwrap
 from importlib import resources
 from typing import Any
 
+from drypipe import plugins
 from drypipe import state as st
 from drypipe.containers import DEFAULT_RUNTIME, bind_paths, has_container, resolve_runtime
 from drypipe.instance import Instance, write_atomic, write_new
@@ -34,16 +36,30 @@ def in_instance(relative: str) -> str:
     return f'"$__pipeline_instance_dir"/{q(relative)}'
 
 
+def task_lib_text() -> str:
+    """The shared task runtime: resources/task-lib.sh, then what the executor plugins add to it
+    (their `running_elsewhere` checks, for `./task tail`)."""
+    lib = resources.files("drypipe").joinpath("resources/task-lib.sh").read_text()
+    checks = {name: p.running_elsewhere for name, p in plugins.plugins().items() if p.running_elsewhere}
+    lines = ["", "# -- from the executor plugins (drypipe.plugins, ExecutorPlugin.running_elsewhere) --"]
+    for name, body in checks.items():
+        lines += [f"__running_elsewhere_{name}() {{", textwrap.indent(body.strip("\n"), "    "), "}"]
+    calls = [f"    __running_elsewhere_{name} && return 0" for name in checks]
+    lines += ["__running_elsewhere_plugins() {", *calls, "    return 1", "}", ""]
+    return lib + "\n".join(lines)
+
+
 def write_task_lib(instance: Instance) -> None:
     """Install the shared task runtime into the instance, if missing or out of date."""
-    lib = resources.files("drypipe").joinpath("resources/task-lib.sh").read_text()
+    lib = task_lib_text()
     path = instance.root / LIB_RELATIVE_PATH
     if not path.exists() or path.read_text() != lib:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lib)
 
 
-def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str, containers_dir: str | None) -> dict[str, Any]:
+def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str,
+                       containers_dir: str | None) -> dict[str, Any]:
     doc = task.spec()
     # A glob input records the files it matches: those its (completed) upstream tasks made.
     doc["inputs"] = [dict(spec, matched=_matched_files(task.dsl.instance_dir, spec))
@@ -119,6 +135,15 @@ def task_files_current(instance: Instance, doc: dict[str, Any]) -> bool:
     return True
 
 
+def _scratch_dir() -> str:
+    """The scratch dir: the first executor plugin's scratch dir variable set (a batch job's
+    node-local disk), else output/<key>/scratch."""
+    word = "$__task_output_dir/scratch"
+    for name in reversed(plugins.scratch_dir_variables()):
+        word = f"${{{name}:-{word}}}"
+    return word
+
+
 def _task_env(doc: dict[str, Any]) -> str:
     key = doc["key"]
     conf = doc["task_conf"]
@@ -126,11 +151,14 @@ def _task_env(doc: dict[str, Any]) -> str:
         f"# environment of task {key}: sourced by ./task, which sets $__pipeline_instance_dir",
         f'export __task_output_dir="$__pipeline_instance_dir"/output/{q(key)}',
         'export __out_log="$__control_dir/out.log"',
-        'export __scratch_dir="${SLURM_TMPDIR:-$__task_output_dir/scratch}"',
+        f'export __scratch_dir="{_scratch_dir()}"',
         f"export __pipeline_code_dir={q(doc['pipeline_code_dir'])}",
         f"export __containers_dir={q(doc['containers_dir'] or '')}",
         f"export __python_bin={q(doc['python_bin'])}",
     ]
+    variables = plugins.scratch_dir_variables()
+    if variables:  # passed into podman and docker containers
+        lines.append(f"__scratch_dir_variables=({' '.join(variables)})")
     switches = conf.get("python_interpreter_switches") or []
     if switches:
         lines.append(f"__python_switches=({' '.join(map(q, switches))})")
@@ -163,8 +191,9 @@ def _task_env(doc: dict[str, Any]) -> str:
     lines.append(f"__output_files=({' '.join(files)})")
     # Files that upstream tasks produced (named, or matched by a glob when the task was
     # generated): checked before the first step runs, one may have been deleted since.
-    upstream_files = [in_instance(spec["path"]) for spec in doc["inputs"] if spec["kind"] == "file" and spec.get("upstream")]
-    upstream_files += [in_instance(path) for spec in doc["inputs"] if spec["kind"] == "glob" for path in spec["matched"]]
+    inputs = doc["inputs"]
+    upstream_files = [in_instance(spec["path"]) for spec in inputs if spec["kind"] == "file" and spec.get("upstream")]
+    upstream_files += [in_instance(path) for spec in inputs if spec["kind"] == "glob" for path in spec["matched"]]
     lines.append(f"__input_files=({' '.join(upstream_files)})")
     if has_container(doc):
         lines.append(f"__container_runtime={q(doc.get('container_runtime', DEFAULT_RUNTIME))}")
@@ -231,7 +260,7 @@ def shell_assignment(name: str, value: str) -> str:
     return f"{'export ' if len(value) <= EXPORT_LIMIT else ''}{name}={q(value)}"
 
 
-def write_output_vars(control_dir, values: dict[str, str]) -> None:
+def write_output_vars(control_dir: str | os.PathLike[str], values: dict[str, str]) -> None:
     """Record output variables in both forms the task runtime uses (JSON and bash).  Values are
     data (quoted); names go unquoted into bash, so one that is not a variable name is refused."""
     for name in values:

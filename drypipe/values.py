@@ -7,8 +7,9 @@ import glob as _glob
 import inspect
 import os
 import posixpath
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from drypipe.errors import UserError, text_problem
 from drypipe.keys import is_inside_relative_path
@@ -104,7 +105,7 @@ class InstanceFile(str):
 
     relative: str
 
-    def __new__(cls, instance_dir: str, relative: str) -> "InstanceFile":
+    def __new__(cls, instance_dir: str, relative: str) -> InstanceFile:
         obj = super().__new__(cls, os.path.join(instance_dir, relative))
         obj.relative = relative
         return obj
@@ -153,7 +154,7 @@ class MatchedGlob:
 class OutputRef:
     """`task.outputs.<name>`: a reference to one declared output of a task."""
 
-    def __init__(self, task: "Task", name: str):
+    def __init__(self, task: Task, name: str):
         self.task = task
         self.name = name
         self.decl = task.output_decls[name]
@@ -169,7 +170,7 @@ class OutputRef:
 class TaskOutputs:
     """`task.outputs`: attribute access to the declared outputs of a task."""
 
-    def __init__(self, task: "Task"):
+    def __init__(self, task: Task):
         self._task = task
 
     def __getattr__(self, name: str) -> OutputRef:
@@ -182,7 +183,7 @@ class TaskOutputs:
 
 
 class MatchedOutput:
-    def __init__(self, matcher: "Matcher", name: str):
+    def __init__(self, matcher: Matcher, name: str):
         self.matcher = matcher
         self.name = name
 
@@ -192,16 +193,17 @@ class MatchedOutput:
 
     def as_glob_expression(self) -> MatchedGlob:
         decls = [t.output_decls.get(self.name) for t in self.matcher.tasks]
-        if not decls or any(not isinstance(d, File) for d in decls) or len(set(decls)) != 1:
+        files = [d for d in decls if isinstance(d, File)]
+        if not files or len(files) != len(decls) or len(set(files)) != 1:
             raise UserError(
                 f"tasks matching {self.matcher.pattern!r} must all declare file output {self.name!r}"
             )
-        pattern = f"output/{self.matcher.pattern}/{decls[0].name}"
+        pattern = f"output/{self.matcher.pattern}/{files[0].name}"
         return MatchedGlob(self.matcher.pattern, pattern, tuple(t.key for t in self.matcher.tasks))
 
 
 class MatchedAll:
-    def __init__(self, matcher: "Matcher"):
+    def __init__(self, matcher: Matcher):
         self._matcher = matcher
 
     def __getattr__(self, name: str) -> MatchedOutput:
@@ -213,23 +215,23 @@ class MatchedAll:
 class Matcher:
     """What `wait_for_matching_tasks` yields: the completed tasks matching a glob."""
 
-    def __init__(self, pattern: str, tasks: list["Task"]):
+    def __init__(self, pattern: str, tasks: list[Task]):
         self.pattern = pattern
         self.tasks = tasks
         self.all = MatchedAll(self)
 
-    def __iter__(self) -> Iterator["Task"]:
+    def __iter__(self) -> Iterator[Task]:
         return iter(self.tasks)
 
     def __len__(self) -> int:
         return len(self.tasks)
 
 
-def python_call_marker(func: Callable) -> bool:
-    return getattr(func, "__drypipe_python_call__", False)
+def python_call_marker(func: Callable[..., Any]) -> bool:
+    return bool(getattr(func, "__drypipe_python_call__", False))
 
 
-def unfilled_parameter(func: Callable, available: Callable[[str], bool]) -> str | None:
+def unfilled_parameter(func: Callable[..., Any], available: Callable[[str], bool]) -> str | None:
     """The first parameter of a python call that no keyword argument fills: it has no default
     and `available` (is there an input, output or `__` variable of that name?) says no.  The
     generation and the task's own call check with this one rule."""

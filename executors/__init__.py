@@ -1,1 +1,2 @@
-"""Executor plugins for drypipe, registered under the `drypipe.executors` entry-point group."""
+"""Executor plugins for drypipe: each declares a light descriptor (`*_plugin.py`) under the
+`drypipe.plugins` entry-point group."""

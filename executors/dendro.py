@@ -181,11 +181,12 @@ class DendroExecutor(Executor):
         """The job of an upstream Dendro task, if it is current: submitted or adopted in this
         run, or recorded for the task's present signature while it runs or after it completed."""
         if key in self._current:
-            record = self._current[key]
-            return None if record.get("status") in FAILED_STATUSES else record
+            submitted = self._current[key]
+            return None if submitted.get("status") in FAILED_STATUSES else submitted
         control = self._control(key)
         record = read_record(control)
-        if record is None or record.get("signature") != (TaskRecord.at(control).signature_record() or {}).get("signature"):
+        current = TaskRecord.at(control).signature_record() or {}
+        if record is None or record.get("signature") != current.get("signature"):
             return None
         state = st.read_state(str(control))
         if st.is_in_flight(state) and record.get("status") not in FAILED_STATUSES:
@@ -244,7 +245,8 @@ class DendroExecutor(Executor):
             if not ahead:
                 self._ahead_jobs().pop(record["job_id"], None)
                 log.info("task %s: adopted dendro job %s", key, record["job_id"])
-                TaskRecord.at(control).log(f"dendro job {record['job_id']} adopted (submitted {record.get('submitted')})", by=DENDRO)
+                TaskRecord.at(control).log(
+                    f"dendro job {record['job_id']} adopted (submitted {record.get('submitted')})", by=DENDRO)
             return record
         # A task launched again after its job failed asks for a new job (else the service
         # returns the failed one from its cache).
@@ -275,7 +277,8 @@ class DendroExecutor(Executor):
             self._ahead_jobs()[job.jobId] = key
         what = "found in the Dendro cache" if cache_hit else "submitted"
         log.info("task %s: dendro job %s %s%s (%s)", key, job.jobId, what, " ahead" if ahead else "", job.status)
-        TaskRecord.at(control).log(f"dendro job {job.jobId} {what}{' ahead of its upstream' if ahead else ''}: {job.status}", by=DENDRO)
+        ahead_text = " ahead of its upstream" if ahead else ""
+        TaskRecord.at(control).log(f"dendro job {job.jobId} {what}{ahead_text}: {job.status}", by=DENDRO)
         return record
 
     def _submit_dependents(self, keys: list[str]) -> None:
@@ -387,8 +390,8 @@ class DendroExecutor(Executor):
         `drypipe status` shows how long it ran; cached jobs ran before: they take no time here)."""
         host = f" on {job.computeClientName}" if job.computeClientName else ""
         when = None if record.get("cache_hit") else (job.timestampStartedSec or job.timestampStartingSec)
-        TaskRecord.at(control).record_state(st.LAUNCHED, st.step_started(0), f"dendro job {job.jobId} {job.status}{host}",
-                                            when, by=DENDRO)
+        TaskRecord.at(control).record_state(st.LAUNCHED, st.step_started(0),
+                                            f"dendro job {job.jobId} {job.status}{host}", when, by=DENDRO)
 
     def _complete(self, key: str, record: dict[str, Any], job: DendroJob, client: DendroClient) -> None:
         """Download the outputs, record the output variables, then the completed marker."""
@@ -467,7 +470,8 @@ class DendroExecutor(Executor):
         if st.is_terminal(marker) or marker is None:
             return
         new = f"{outcome}.0"
-        if TaskRecord.at(control).record_state(marker, new, f"dendro job {job.jobId} failed: {error}{cached}", by=DENDRO):
+        reason = f"dendro job {job.jobId} failed: {error}{cached}"
+        if TaskRecord.at(control).record_state(marker, new, reason, by=DENDRO):
             log.info("task %s: %s: dendro job %s: %s", key, new, job.jobId, error)
 
     # -- kill --------------------------------------------------------------------------------------

@@ -34,10 +34,12 @@ from drypipe import state as st
 from drypipe.digests import file_sha256
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
+from drypipe.plugins import setting_owner
+from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
 from drypipe.values import parse_var
+from executors.dendro_plugin import PLUGIN, RECORD_FILE
 
-RECORD_FILE = "dendro_job"
 # The Dendro output that carries a task's output variables, and its file name.
 OUTPUT_VARS_OUTPUT = "output_vars"
 OUTPUT_VARS_FILE = "output_vars.json"
@@ -89,19 +91,26 @@ class Settings:
 
 
 def settings_of(key: str, task_conf: dict[str, Any], run_options: dict[str, Any]) -> Settings:
-    """TaskConf fields, then TaskConf.executor_options, then run-wide options, then env vars."""
+    """The plugin's settings (dendro_service ...), then TaskConf.executor_options, then run-wide
+    options, then env vars.  `task_conf`: the task_conf of task-conf.json."""
     def fail(message: str) -> UserError:
         return UserError(f"task {key}: TaskConf(executer_type='dendro'): {message}")
 
-    missing = [f for f in ("dendro_service", "dendro_app", "dendro_processor") if not task_conf.get(f)]
-    if missing:
+    conf = TaskConf.from_dict(task_conf)
+    dendro = PLUGIN.settings_of(conf, key)
+    service, app, processor = dendro.dendro_service, dendro.dendro_app, dendro.dendro_processor
+    if not (service and app and processor):
+        missing = [f for f, v in (("dendro_service", service), ("dendro_app", app), ("dendro_processor", processor))
+                   if not v]
         raise fail(f"{', '.join(missing)} must be set")
-    options = {**run_options, **(task_conf.get("executor_options") or {})}
+    # The free-form options: those no plugin declares as a setting.
+    own = {name: value for name, value in conf.executor_options.items() if setting_owner(name) is None}
+    options = {**run_options, **own}
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise fail(f"unknown executor_options {', '.join(unknown)} (known: {', '.join(OPTION_KEYS)})")
     resources = dict(DEFAULT_RESOURCES)
-    for name, value in (task_conf.get("required_resources") or {}).items():
+    for name, value in (dendro.required_resources or {}).items():
         name = _RESOURCE_ALIASES.get(name, name)
         if name not in DEFAULT_RESOURCES:
             raise fail(f"unknown required_resources key {name!r} (use {', '.join(DEFAULT_RESOURCES)})")
@@ -119,7 +128,7 @@ def settings_of(key: str, task_conf: dict[str, Any], run_options: dict[str, Any]
     return Settings(
         api_url=resolve_api_url(options.get("api_url")),
         api_key=options.get("api_key") or env_setting("API_KEY"),
-        service=task_conf["dendro_service"], app=task_conf["dendro_app"], processor=task_conf["dendro_processor"],
+        service=service, app=app, processor=processor,
         resources=required,
         store=options.get("store") or os.environ.get(STORE_ENV) or None,
         store_public_url=options.get("store_public_url") or os.environ.get(STORE_PUBLIC_URL_ENV) or None,

@@ -12,10 +12,9 @@ import threading
 
 from drypipe import state as st
 from drypipe.budget import Budget
-from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
+from drypipe.executor import Executor, ExecutorContext, Liveness, Outcome, TaskRun
 from drypipe.proc import process_matches, stop_orphaned_session
 from drypipe.task_record import TaskRecord
-
 
 # The task script's shebang is `/usr/bin/env bash`; naming bash directly saves an exec per task.
 _BASH = shutil.which("bash") or "bash"
@@ -106,7 +105,7 @@ class ProcessExecutor(Executor):
                 with self._lock:
                     del self._children[task.key]
                     del self._exit_codes[task.key]
-                outcome = "killed" if code < 0 else "failed"
+                outcome: Outcome = "killed" if code < 0 else "failed"
                 if code < 0:
                     reason = f"task script killed by {_signal_name(-code)}"
                 else:

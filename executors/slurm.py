@@ -6,8 +6,10 @@
   task is recorded atomically in `.drypipe/<key>/slurm_job_id`, so a restarted orchestrator
   adopts the job instead of submitting it again.
 - poll: ONE `squeue` per poll cycle for all in-flight tasks, plus one `sacct` (where the
-  cluster has accounting) for jobs `squeue` no longer lists.  The task script records its own
-  states; Slurm's view only matters when a job ended without the task recording a final state.
+  cluster has accounting) for jobs `squeue` no longer lists and for jobs that ended.  The task
+  script records its own states; Slurm's view only matters when a job ended without the task
+  recording a final state.  The peak RSS and CPU time sacct reports for an ended job go to the
+  task's drypipe.log (`TaskRecord.record_usage`), after its outcome, as the process executor's.
 - kill: one `scancel` for all the given tasks.
 
 The task's scratch directory is `$SLURM_TMPDIR` (see task-env.sh); `--signal=B:USR1@60`
@@ -30,6 +32,12 @@ from executors import slurm_files as sf
 
 log = logging.getLogger("drypipe.slurm")
 
+# How long after its task ended sacct may take to show a job's usage before none is recorded
+# (the accounting database lags a little behind the controller), while the run goes on and
+# when it ends (close).
+USAGE_GIVE_UP_SECONDS = 120.0
+USAGE_WAIT_AT_CLOSE_SECONDS = 5.0
+
 
 class SlurmExecutor(Executor):
     name = "slurm"
@@ -47,6 +55,8 @@ class SlurmExecutor(Executor):
         self._listed: dict[str, tuple[int, int]] = {}
         self._listed_numbers: set[int] | None = None
         self._never_submitted: set[int] = set()
+        self._watched: dict[str, tuple[str, TaskRun]] = {}  # polled task key -> (its job, the task)
+        self._ended: dict[str, tuple[TaskRun, float]] = {}  # job -> (its task, give up at): usage to record
         self.poll_count = 0
 
     # -- cluster facts, read once --------------------------------------------------------------
@@ -164,26 +174,18 @@ class SlurmExecutor(Executor):
     def create_parent(self, parent: str, keys: list[str]) -> Path:
         return sf.write_parent(self.root, parent, keys)
 
-    def parent_keys(self, parent: str) -> list[str] | None:
-        return sf.read_parent(self.root, parent)
-
     # -- poll ----------------------------------------------------------------------------------
 
     def poll(self, tasks: list[TaskRun]) -> dict[str, Liveness]:
         self.poll_count += 1
         ids, unsubmitted, result = self._resolve_job_ids(tasks)
+        self._watch(tasks, ids)
         log.debug("slurm poll %d: %d task(s), %d job id(s)", self.poll_count, len(tasks), len(ids))
-        if not ids:
-            return result
         try:
-            statuses = sc.squeue(_array_ids(ids.values()))
-            gone = [j for j in ids.values() if j not in statuses and j.split("_")[0] not in statuses]
-            if gone and self._accounting_available():
-                try:
-                    statuses.update(sc.sacct(gone))
-                except sc.AccountingDisabled as e:
-                    log.info("slurm: sacct unusable (%s); relying on squeue only", e)
-                    self._accounting = False
+            statuses = sc.squeue(_array_ids(ids.values())) if ids else {}
+            gone = {j for j in ids.values() if j not in statuses and j.split("_")[0] not in statuses}
+            for job_id, status in self._sacct(gone).items():
+                statuses.setdefault(job_id, status)  # squeue's answer is fresher
         except sc.SlurmUnavailable as e:
             log.warning("slurm: %s; job states unknown this cycle", e)
             return {**result, **{key: Liveness(alive=True) for key in ids}}
@@ -206,6 +208,69 @@ class SlurmExecutor(Executor):
         if self._accounting is None:
             _ = self.config
         return bool(self._accounting)
+
+    # -- usage of ended jobs (sacct) -----------------------------------------------------------
+
+    def _watch(self, tasks: list[TaskRun], ids: dict[str, str]) -> None:
+        """Note the jobs of tasks the loop no longer polls (their markers became terminal):
+        their usage is asked of sacct from now on."""
+        polled = {t.key for t in tasks}
+        for key, (job_id, task) in list(self._watched.items()):
+            if key not in polled:
+                del self._watched[key]
+                self._await_usage(job_id, task)
+        by_key = {t.key: t for t in tasks}
+        self._watched.update({key: (job_id, by_key[key]) for key, job_id in ids.items()})
+
+    def _await_usage(self, job_id: str, task: TaskRun) -> None:
+        if self._accounting_available():
+            self._ended[job_id] = (task, time.monotonic() + USAGE_GIVE_UP_SECONDS)
+
+    def _sacct(self, gone: set[str]) -> dict[str, sc.JobStatus]:
+        """One `sacct`, where the cluster has accounting, for the jobs squeue no longer lists
+        and the ended jobs whose usage is not recorded yet; records that usage and returns
+        the states of the first.  (Asked by array, the second also bring lines such as `123`
+        for an element whose array index the database does not show yet: not the array's.)"""
+        if not (gone or self._ended) or not self._accounting_available():
+            return {}
+        try:
+            found = sc.sacct(gone | _array_ids(self._ended))  # `-j 123`: all its elements
+        except sc.AccountingDisabled as e:
+            log.info("slurm: sacct unusable (%s); relying on squeue only", e)
+            self._accounting = False
+            self._ended.clear()
+            return {}
+        except sc.SlurmUnavailable as e:
+            if gone:
+                raise
+            log.warning("slurm: %s; usage of ended jobs not read this cycle", e)
+            return {}
+        now = time.monotonic()
+        for job_id, (task, give_up_at) in list(self._ended.items()):
+            status = found.get(job_id)
+            if status is not None and status.usage is not None:
+                _record_usage(task, job_id, status.usage)
+            elif (status is None or status.alive) and now < give_up_at:
+                continue  # not in the database yet, or still ending
+            else:  # ended without accounted steps (cancelled while pending, no jobacct_gather)
+                log.info("slurm: sacct shows no usage of job %s (task %s): none recorded", job_id, task.key)
+            del self._ended[job_id]
+        return {job_id: status for job_id, status in found.items() if job_id in gone}
+
+    def close(self) -> None:
+        """Record the usage of the jobs that ended last, which no poll followed: sacct is asked
+        for up to USAGE_WAIT_AT_CLOSE_SECONDS.  Jobs still running (a stopped run) are left."""
+        for job_id, task in self._watched.values():
+            if st.is_terminal(st.read_state(str(task.control_dir))):
+                self._await_usage(job_id, task)
+        self._watched.clear()
+        deadline = time.monotonic() + USAGE_WAIT_AT_CLOSE_SECONDS
+        while self._ended and time.monotonic() < deadline:
+            self._sacct(set())
+            if self._ended:
+                time.sleep(0.25)
+        self._ended.clear()
+        super().close()
 
     # -- which job is a task's (adoption) ------------------------------------------------------
 
@@ -360,6 +425,18 @@ def _started_without_job(task: TaskRun) -> Liveness:
     if TaskRecord(task.instance_dir, task.key).running_pid() is not None:
         return Liveness(alive=True)
     return Liveness(False, st.LOST, "started, but no Slurm job id was recorded and its process is not on this host")
+
+
+def _record_usage(task: TaskRun, job_id: str, usage: sc.Usage) -> None:
+    """The job's usage in the task's drypipe.log, unless a retry took its place meanwhile
+    (a new job id, its marker no longer terminal): its lines would follow the new attempt's."""
+    control = task.control_dir
+    if sf.read_job_id(control) not in (None, job_id) or not st.is_terminal(st.read_state(str(control))):
+        return
+    try:
+        TaskRecord(task.instance_dir, task.key).record_usage(usage.cpu_seconds, usage.max_rss_kib)
+    except OSError as e:
+        log.warning("slurm: cannot record the usage of task %s: %s", task.key, e)
 
 
 def _ended(job_id: str, status: sc.JobStatus | None) -> Liveness:

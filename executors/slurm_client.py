@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from drypipe.errors import BackendUnavailable, UserError
+from drypipe.executor import Outcome
 
 log = logging.getLogger("drypipe.slurm")
 
@@ -25,7 +26,7 @@ ALIVE_STATES = frozenset({
 
 # What a finished job means for a task that recorded no final state itself.
 # (outcome as the scheduler understands it: killed / timed-out / failed / lost)
-ENDED_STATES = {
+ENDED_STATES: dict[str, Outcome] = {
     "CANCELLED": "killed",
     "TIMEOUT": "timed-out",
     "DEADLINE": "timed-out",
@@ -43,9 +44,16 @@ COMMAND_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
+class Usage:
+    cpu_seconds: float  # TotalCPU: user + system time of all the job's steps
+    max_rss_kib: int  # the largest MaxRSS of its steps (batch, extern, srun steps)
+
+
+@dataclass(frozen=True)
 class JobStatus:
     state: str  # e.g. RUNNING, CANCELLED (sacct's "CANCELLED by 0" is cut to CANCELLED)
     reason: str = ""
+    usage: Usage | None = None  # from sacct, once the job ended and its steps were accounted
 
     @property
     def alive(self) -> bool:
@@ -135,19 +143,31 @@ def submit(args: list[str]) -> str:
 def squeue(job_ids: Iterable[str]) -> dict[str, JobStatus]:
     """Status of every job (array elements expanded) among `job_ids`, finished ones included
     while Slurm still lists them (MinJobAge).  Keyed by `123` or `123_4`.  One `squeue` call."""
-    ids = sorted(set(job_ids), key=_id_order)
-    if not ids:
+    args = squeue_args(job_ids)
+    if args is None:
         return {}
     try:
-        result = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r"])
+        result = _run(args)
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable("squeue timed out") from None
-    if result.returncode != 0:
-        # Every id unknown (all purged after MinJobAge): squeue errors instead of printing nothing.
-        if "Invalid job id" in result.stderr:
-            return {}
+    statuses = parse_squeue(result.returncode, result.stdout, result.stderr)
+    if statuses is None:
         raise SlurmUnavailable(f"squeue failed: {error_text(result.stderr)}")
-    return _parse_status_lines(result.stdout, "|")
+    return statuses
+
+
+def squeue_args(job_ids: Iterable[str]) -> list[str] | None:
+    """The squeue command whose output parse_squeue reads (None: no job to ask about)."""
+    ids = sorted(set(job_ids), key=_id_order)
+    return ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r"] if ids else None
+
+
+def parse_squeue(returncode: int, stdout: str, stderr: str) -> dict[str, JobStatus] | None:
+    """The statuses in the output of squeue_args' command; None when it failed."""
+    if returncode != 0:
+        # Every id unknown (all purged after MinJobAge): squeue errors instead of printing nothing.
+        return {} if "Invalid job id" in stderr else None
+    return _parse_status_lines(stdout, "|")
 
 
 def squeue_by_name(job_name: str, fmt: str) -> list[list[str]] | None:
@@ -166,26 +186,75 @@ class AccountingDisabled(Exception):
 
 
 def sacct(job_ids: Iterable[str]) -> dict[str, JobStatus]:
-    """Final states of finished jobs from the accounting database: one `sacct` call."""
+    """States of jobs from the accounting database, with their usage once they ended: one
+    `sacct` call.  Keyed by `123` or `123_4` (an array's elements each on their own line)."""
     ids = sorted(set(job_ids), key=_id_order)
     if not ids:
         return {}
     try:
-        result = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-o", "JobID,State,ExitCode"])
+        result = _run(["sacct", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,State,ExitCode,MaxRSS,TotalCPU"])
     except subprocess.TimeoutExpired:
         raise SlurmUnavailable("sacct timed out") from None
     if result.returncode != 0:
         if "accounting storage is disabled" in result.stderr.lower() or "slurmdbd" in result.stderr.lower():
             raise AccountingDisabled(error_text(result.stderr))
         raise SlurmUnavailable(f"sacct failed: {error_text(result.stderr)}")
+    return _parse_sacct(result.stdout)
+
+
+def _parse_sacct(text: str) -> dict[str, JobStatus]:
+    """`JobID|State|ExitCode|MaxRSS|TotalCPU` lines: a job's line (`123`, `123_4`), then its
+    steps' (`123_4.batch`, `123_4.0`), which alone carry MaxRSS."""
+    jobs: dict[str, list[str]] = {}
+    peak: dict[str, int] = {}  # job -> the largest MaxRSS of its steps
+    for line in text.splitlines():
+        parts = (line.split("|") + [""] * 4)[:5]  # the usage fields may be missing
+        if not parts[0] or not parts[1]:
+            continue
+        job, dot, _ = parts[0].partition(".")
+        if not dot:
+            jobs[job] = parts
+        elif parts[3]:
+            try:
+                peak[job] = max(peak.get(job, 0), parse_memory_kib(parts[3]))
+            except ValueError:
+                log.warning("slurm: sacct MaxRSS %r of %s not understood", parts[3], parts[0])
     statuses = {}
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) >= 2 and parts[0]:
-            state = parts[1].split()[0] if parts[1].split() else parts[1]
-            reason = f"exit code {parts[2]}" if len(parts) > 2 and parts[2] else ""
-            statuses[parts[0]] = JobStatus(state, reason)
+    for job, parts in jobs.items():
+        _, state_text, exit_code, _, total_cpu = parts
+        state = state_text.split()[0] if state_text.split() else state_text
+        usage = None
+        if state not in ALIVE_STATES and job in peak and total_cpu:
+            try:
+                usage = Usage(parse_duration(total_cpu), peak[job])
+            except ValueError:
+                log.warning("slurm: sacct TotalCPU %r of %s not understood", total_cpu, job)
+        statuses[job] = JobStatus(state, f"exit code {exit_code}" if exit_code else "", usage)
     return statuses
+
+
+_MEMORY_UNITS = {"": 1 / 1024, "K": 1, "M": 1024, "G": 1024 ** 2, "T": 1024 ** 3, "P": 1024 ** 4}
+
+
+def parse_memory_kib(text: str) -> int:
+    """sacct's MaxRSS (`2264K`, `1.50M`, `3G`; a bare number is bytes) in KiB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)", text.strip())
+    if not match:
+        raise ValueError(f"not a memory size: {text!r}")
+    return round(float(match[1]) * _MEMORY_UNITS[match[2]])
+
+
+def parse_duration(text: str) -> float:
+    """sacct's TotalCPU (`00:01.234`, `1:02:03`, `1-02:03:04`, `1-02:03:04.5`) in seconds."""
+    days, dash, clock = text.strip().rpartition("-")
+    fields = clock.split(":")
+    if (dash and not days.isdigit()) or not 2 <= len(fields) <= 3 or not all(
+            re.fullmatch(r"\d+(\.\d+)?", f) for f in fields):
+        raise ValueError(f"not a duration: {text!r}")
+    seconds = 0.0
+    for field in fields:
+        seconds = seconds * 60 + float(field)
+    return seconds + int(days or 0) * 86400
 
 
 def scancel(job_ids: Iterable[str], signal: str | None = None, batch: bool = False) -> str:

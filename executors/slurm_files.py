@@ -16,20 +16,22 @@ of one, and a restarted orchestrator can trust what it finds.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shlex
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import NamedTuple
+from pathlib import Path, PurePath
+from typing import NamedTuple, TypeVar
 
-from drypipe.budget import slurm_mem, time_seconds, time_text
+from drypipe.budget import MIB, mem_bytes, time_seconds, time_text
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
 from drypipe.task_conf import TaskConf
+from executors.slurm_plugin import JOB_ID_FILE as JOB_ID_FILE  # re-exported: the files of a job
+from executors.slurm_plugin import PLUGIN
 
 SLURM_DIR = Path(".drypipe") / ".slurm"
-JOB_ID_FILE = "slurm_job_id"
 LAUNCHER_FILE = "sbatch-launcher.sh"
 BATCH_LOG_FILE = "slurm.log"
 DEFAULT_SIGNAL = "B:USR1@60"  # the task script records timed-out.N when it gets SIGUSR1
@@ -37,11 +39,14 @@ DEFAULT_SIGNAL = "B:USR1@60"  # the task script records timed-out.N when it gets
 _ARRAY_FILE = re.compile(r"^array-(\d+)\.tasks$")
 
 
-def slurm_dir(instance_root: Path) -> Path:
+_P = TypeVar("_P", bound=PurePath)  # a local Path, or a PurePosixPath on a remote host
+
+
+def slurm_dir(instance_root: _P) -> _P:
     return instance_root / SLURM_DIR
 
 
-def job_name(instance_root: Path) -> str:
+def job_name(instance_root: PurePath) -> str:
     """One Slurm job name per pipeline instance: `squeue --name` finds all of its jobs."""
     return "drypipe-" + hashlib.sha256(str(instance_root).encode()).hexdigest()[:10]
 
@@ -78,10 +83,11 @@ def check_sbatch_options(conf: TaskConf, key: str | None = None) -> None:
     """Refuse, with one line naming the task (when known) and the option, what sbatch_options
     and slurm_account must not hold.  Runs wherever drypipe builds an sbatch command line."""
     where = f"task {key}: " if key else ""
-    problem = sbatch_option_problem(conf.sbatch_options)
+    settings = PLUGIN.settings_of(conf, key)
+    problem = sbatch_option_problem(settings.sbatch_options)
     if problem:
         raise UserError(f"{where}sbatch option {problem[0]!r} {problem[1]}")
-    account = conf.slurm_account
+    account = settings.slurm_account
     if account and any(c in account for c in _LINE_BREAKS):
         raise UserError(f"{where}slurm_account {account!r} contains a NUL or a line break")
 
@@ -90,14 +96,20 @@ def common_sbatch_args(conf: TaskConf, name: str, key: str | None = None) -> lis
     """Options every job of a TaskConf gets; the user's sbatch_options come after ours, so a
     user may override the job name, the export or the signal."""
     check_sbatch_options(conf, key)
+    settings = PLUGIN.settings_of(conf, key)
     args = ["sbatch", "--parsable", f"--job-name={name}", "--export=ALL"]
-    if conf.slurm_account:
-        args.append(f"--account={conf.slurm_account}")
-    if not any(o.startswith("--signal") for o in conf.sbatch_options):
+    if settings.slurm_account:
+        args.append(f"--account={settings.slurm_account}")
+    if not any(o.startswith("--signal") for o in settings.sbatch_options):
         args.append(f"--signal={DEFAULT_SIGNAL}")
     args.extend(resource_args(conf))
-    args.extend(conf.sbatch_options)
+    args.extend(settings.sbatch_options)
     return args
+
+
+def slurm_mem(value: str | int) -> str:
+    """sbatch's --mem value: whole MiB, rounded up."""
+    return f"{math.ceil(mem_bytes(value) / MIB)}M"
 
 
 def resource_args(conf: TaskConf) -> list[str]:
@@ -112,12 +124,13 @@ def resource_args(conf: TaskConf) -> list[str]:
 
 def array_throttle(conf: TaskConf, count: int) -> str:
     spec = f"0-{count - 1}"
-    if conf.max_simultaneous_jobs:
-        spec += f"%{conf.max_simultaneous_jobs}"
+    throttle = PLUGIN.settings_of(conf).max_simultaneous_jobs
+    if throttle:
+        spec += f"%{throttle}"
     return spec
 
 
-def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: int,
+def array_sbatch_args(conf: TaskConf, instance_root: PurePath, number: int | str, count: int,
                       key: str | None = None) -> list[str]:
     """The sbatch command submitting array-<number>.tasks (count elements) as one job array
     (an argv: run without a shell).  `key` names the task in a refusal of its options."""
@@ -126,10 +139,15 @@ def array_sbatch_args(conf: TaskConf, instance_root: Path, number: int, count: i
         f"--array={array_throttle(conf, count)}",
         f"--output={directory / f'array-{number}.log'}",
         "--open-mode=append",
-        f"--comment=drypipe array-{number}",
+        f"--comment={array_comment(f'array-{number}')}",
         str(directory / "array-launcher.sh"),
         str(directory / f"array-{number}.tasks"),
     ]
+
+
+def array_comment(array_name: str) -> str:
+    """The job comment (squeue's %k) of a job array: finds its job when sbatch's reply was lost."""
+    return f"drypipe {array_name}"
 
 
 class InControlDir(NamedTuple):

@@ -40,8 +40,8 @@ from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.instance import Instance, write_atomic
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
-from executors import slurm_client as sc
-from executors import slurm_files as sf
+from drypipe.text import first_of
+from executors import slurm_api
 from executors import ssh_scripts as scripts
 from executors.ssh_client import ConnectionPool, SshConnection, SshUnavailable
 from executors.ssh_config import (
@@ -53,6 +53,7 @@ from executors.ssh_config import (
     resolve_remote_dir,
     split_ssh_specs,
 )
+from executors.ssh_plugin import RECORD_FILE
 from executors.ssh_stage import (
     DEFAULT_VENV,
     DOWNLOADED_CONTROL_FILES,
@@ -69,7 +70,6 @@ from executors.ssh_stage import (
 
 log = logging.getLogger("drypipe.ssh")
 
-RECORD_FILE = "ssh_launch"
 STARTUP_SECONDS = 30  # a started task writes its pid file within ms; after this long, it never will
 ARRAY_CHUNK = 1000
 KILL_WAIT_SECONDS = 20.0
@@ -91,8 +91,7 @@ class _Task:
 
 
 def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    return f"task{'s' if len(keys) > 1 else ''} {shown}"
+    return f"task{'s' if len(keys) > 1 else ''} {first_of(keys)}"
 
 
 class SshExecutor(Executor):
@@ -234,7 +233,8 @@ class SshExecutor(Executor):
                         conn.remote(posixpath.join(rinst, dest) + slash)], what=f"uploading code {source}")
             self._code_done.add((conn.settings, rinst, dest))
         for rinst, paths in externals.items():
-            conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", "/", conn.remote(posixpath.join(rinst, EXTERNAL_DIR) + "/")],
+            target = conn.remote(posixpath.join(rinst, EXTERNAL_DIR) + "/")
+            conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", "/", target],
                        files=sorted(p.lstrip("/") for p in paths), what="uploading inputs outside the instance")
         by_rinst: dict[str, set[str]] = defaultdict(set)
         for rinst, files in staged.values():
@@ -320,9 +320,10 @@ class SshExecutor(Executor):
             record["remote_instance"] = staged[task.key][0]
             self.write_record(task.key, record)
         specs = {
-            task.key: scripts.StartSpec(task.key, posixpath.join(staged[task.key][0], ".drypipe", task.key), token,
-                                        task.run.start_step, staged[task.key][1].env_text, staged[task.key][1].conf_text)
+            task.key: scripts.StartSpec(task.key, posixpath.join(rinst, ".drypipe", task.key), token,
+                                        task.run.start_step, files.env_text, files.conf_text)
             for task in tasks
+            for rinst, files in [staged[task.key]]
         }
         process = [t for t in tasks if t.mode == "process"]
         slurm = [t for t in tasks if t.mode == "slurm"]
@@ -349,24 +350,17 @@ class SshExecutor(Executor):
         arrays: dict[str, tuple[str, list[_Task]]] = {}
         n = 0
         for (rinst, _), group in groups.items():
-            remote_root = PurePosixPath(rinst)
-            slurm_dir = str(sf.slurm_dir(remote_root))
             for start in range(0, len(group), ARRAY_CHUNK):
                 part = group[start:start + ARRAY_CHUNK]
-                number = f"ssh-{token}-{n}"
+                array = slurm_api.job_array(part[0].run.task_conf, PurePosixPath(rinst), f"ssh-{token}-{n}",
+                                            [(t.key, t.run.start_step) for t in part])
                 n += 1
-                name = f"array-{number}"
                 for i, task in enumerate(part):  # before sbatch: a lost reply is found by comment
                     record = self.read_record(task.key) or {}
-                    record.update(array=name, index=i)
+                    record.update(array=array.name, index=i)
                     self.write_record(task.key, record)
-                files = {
-                    "array-launcher.sh": (sf.ARRAY_LAUNCHER, "755"),
-                    f"{name}.tasks": ("".join(f"{t.key} {t.run.start_step}\n" for t in part), "644"),
-                }
-                args = sf.array_sbatch_args(part[0].run.task_conf, remote_root, number, len(part))
-                script.append(scripts.sbatch_script(slurm_dir, files, name, sf.job_name(remote_root), args, rinst))
-                arrays[name] = (rinst, part)
+                script.append(scripts.sbatch_script(array, rinst))
+                arrays[array.name] = (rinst, part)
         result = conn.run("\n".join(script))
         handles: dict[str, str] = {}
         failures = []
@@ -381,7 +375,7 @@ class SshExecutor(Executor):
                     record = self.read_record(task.key) or {}
                     record.update(job_id=handle, array=fields[1])
                     self.write_record(task.key, record)
-                    sf.write_job_id(task.run.control_dir, handle)
+                    slurm_api.record_job_id(task.run.control_dir, handle)
                 log.info("ssh: submitted %d task(s) as job array %s on %s", len(part), job_id, conn.label)
             elif fields[0] == "sbatch-failed" and len(fields) == 3:
                 failures.append(fields[1])
@@ -390,7 +384,8 @@ class SshExecutor(Executor):
             if submitted:
                 conn.run(scripts.kill_script(self._prelude(tasks), [], submitted))
             keys = [t.key for name in failures for t in arrays[name][1]]
-            raise UserError(f"{_names(keys)}: sbatch on {conn.label} failed: {sc.error_text(chr(10).join(errors))}")
+            reason = slurm_api.error_text("\n".join(errors))
+            raise UserError(f"{_names(keys)}: sbatch on {conn.label} failed: {reason}")
         return handles
 
     # -- poll ----------------------------------------------------------------------------------
@@ -423,7 +418,7 @@ class SshExecutor(Executor):
             return result
         by_key = {t.key: t for t in tasks if t.key in records}
         job_ids = [r["job_id"] for r in records.values() if r.get("mode") == "slurm" and r.get("job_id")]
-        names = [sf.job_name(PurePosixPath(r["remote_instance"])) for r in records.values()
+        names = [slurm_api.job_name(PurePosixPath(r["remote_instance"])) for r in records.values()
                  if r.get("mode") == "slurm" and not r.get("job_id")]
         script = scripts.poll_script(
             self._prelude(list(by_key.values())),
@@ -475,7 +470,7 @@ class SshExecutor(Executor):
         for key in keys:
             by_rinst[records[key]["remote_instance"]].append(key)
         for rinst, group in by_rinst.items():
-            files = [f".drypipe/{k}/{name}" for k in group for name in ("out.log", "drypipe.log", "slurm.log")]
+            files = [f".drypipe/{k}/{name}" for k in group for name in ("out.log", "drypipe.log", slurm_api.BATCH_LOG_FILE)]
             try:
                 conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", conn.remote(rinst + "/"), str(self.root) + "/"],
                            files=files, what="downloading logs")
@@ -486,7 +481,7 @@ class SshExecutor(Executor):
     def _slurm_liveness(self, key, record, remote, polled: scripts.PollResult, conn) -> Liveness:
         job_id = record.get("job_id")
         if not job_id:
-            wanted = f"drypipe {record.get('array', '')}"
+            wanted = slurm_api.array_comment(record.get("array", ""))
             found = next((job for job, comment in polled.named if record.get("array") and comment == wanted), None)
             if found is None:
                 if (remote.age or 0) < STARTUP_SECONDS:
@@ -494,7 +489,7 @@ class SshExecutor(Executor):
                 return Liveness(False, st.READY, f"its job array was never submitted on {conn.label}")
             job_id = record["job_id"] = f"{found}_{record.get('index', 0)}"
             self.write_record(key, record)
-            sf.write_job_id(self.instance.control_dir(key), job_id)
+            slurm_api.record_job_id(self.instance.control_dir(key), job_id)
             log.info("ssh: task %s: found its job %s on %s", key, job_id, conn.label)
             return Liveness(alive=True)
         if polled.jobs is None:
@@ -504,7 +499,7 @@ class SshExecutor(Executor):
             return Liveness(alive=True)
         if status is None:
             return Liveness(False, st.LOST, f"slurm job {job_id} on {conn.label} is no longer known to Slurm")
-        outcome = sc.ENDED_STATES.get(status.state, "failed")
+        outcome = slurm_api.ended_outcome(status)
         reason = f"slurm job {job_id} on {conn.label} {status.state}" + (f" ({status.reason})" if status.reason else "")
         return Liveness(False, outcome, reason)
 
@@ -542,7 +537,8 @@ class SshExecutor(Executor):
                     if self._failed_downloads[key] < 3:
                         result[key] = Liveness(alive=True)
                     else:
-                        result[key] = Liveness(False, "failed", f"its results could not be downloaded: {e}", certain=True)
+                        result[key] = Liveness(False, "failed", f"its results could not be downloaded: {e}",
+                                               certain=True)
                 continue
             for key in keys:
                 control = str(self.instance.control_dir(key))

@@ -28,8 +28,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -64,17 +66,17 @@ class UnknownHostKey(paramiko.SSHException):
 
 
 class _RejectUnknown(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         raise UnknownHostKey(hostname, key)
 
 
 class _AcceptUnknown(paramiko.MissingHostKeyPolicy):
     """Trust a host that known_hosts does not list (explicit opt-in), for this run only."""
 
-    def __init__(self, on_accept):
+    def __init__(self, on_accept: Callable[[str, paramiko.PKey], None]):
         self.on_accept = on_accept
 
-    def missing_host_key(self, client, hostname, key):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         log.warning("ssh: accepting the UNKNOWN host key of %s (%s %s): ssh_accept_unknown_host is set",
                     hostname, key.get_name(), _fingerprint(key))
         client.get_host_keys().add(hostname, key.get_name(), key)
@@ -109,7 +111,7 @@ class SshConnection:
         self.command_count = 0
         self.connect_count = 0
         self.home: str | None = None
-        self._accepted: list[str] = []  # known_hosts lines of the keys accepted in this run
+        self._accepted: list[tuple[str, paramiko.PKey]] = []  # (host, key) of the keys accepted in this run
         self._rsync_config: str | None = None  # the text last written to rsync_config_path
 
     @property
@@ -153,9 +155,9 @@ class SshConnection:
             for client in reversed(clients):
                 client.close()
             raise
-        transport = clients[-1].get_transport()
+        transport = _transport(clients[-1])
         for client in clients:
-            client.get_transport().set_keepalive(15)
+            _transport(client).set_keepalive(15)
         self._clients = clients
         self._failures = 0
         self._next_attempt = 0.0
@@ -168,12 +170,13 @@ class SshConnection:
     def _tunnel(self, client: paramiko.SSHClient, via: SshTarget, to: SshTarget) -> paramiko.Channel:
         """A direct-tcpip channel from jump host `via` to `to`: the next hop's connection runs in it."""
         try:
-            return client.get_transport().open_channel(
+            return _transport(client).open_channel(
                 "direct-tcpip", (to.hostname, to.port), ("127.0.0.1", 0), timeout=self.settings.connect_timeout)
         except paramiko.ChannelException as e:
             raise SshUnavailable(f"jump host {via.label} cannot reach {to.label}: {e.text}") from None
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as e:
-            raise SshUnavailable(f"jump host {via.label}: {_os_error(e)} (opening a connection to {to.label})") from None
+            raise SshUnavailable(f"jump host {via.label}: {_os_error(e)} "
+                                 f"(opening a connection to {to.label})") from None
 
     def _host_keys_into(self, client: paramiko.SSHClient) -> None:
         settings = self.settings
@@ -187,9 +190,8 @@ class SshConnection:
             client.load_system_host_keys()
             if os.path.exists("/etc/ssh/ssh_known_hosts"):
                 client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
-        for line in self._accepted:  # accepted earlier in this run: a key that changed since is refused
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-            client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
+        for hostname, key in self._accepted:  # accepted earlier in this run: a key that changed since is refused
+            client.get_host_keys().add(hostname, key.get_name(), key)
         client.set_missing_host_key_policy(
             _AcceptUnknown(self._remember_accepted) if settings.accept_unknown else _RejectUnknown()
         )
@@ -201,7 +203,7 @@ class SshConnection:
         hop = f"jump host {target.label}" if jump else target.label
         client = paramiko.SSHClient()
         self._host_keys_into(client)
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "hostname": target.hostname, "port": target.port, "username": target.user, "sock": sock,
             "timeout": settings.connect_timeout, "banner_timeout": settings.connect_timeout,
             "auth_timeout": settings.connect_timeout,
@@ -254,9 +256,10 @@ class SshConnection:
 
     def _remember_accepted(self, hostname: str, key: paramiko.PKey) -> None:
         """Keep the accepted key for this run: reconnections check it, rsync's ssh reads it."""
-        self._accepted.append(f"{hostname} {key.get_name()} {key.get_base64()}")
+        self._accepted.append((hostname, key))
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.accepted_known_hosts_path, "\n".join(self._accepted) + "\n", 0o600)
+        lines = [f"{host} {k.get_name()} {k.get_base64()}\n" for host, k in self._accepted]
+        write_atomic(self.accepted_known_hosts_path, "".join(lines), 0o600)
 
     @property
     def accepted_known_hosts_path(self) -> Path:
@@ -353,7 +356,7 @@ class SshConnection:
         alias = settings.ssh_alias
         names = [f"{alias}-jump{i + 1}" for i in range(len(settings.jumps))] + [alias]
         lines = ["# Written by drypipe for rsync's ssh (regenerated every run)."]
-        for i, (name, hop) in enumerate(zip(names, [*settings.jumps, settings.target])):
+        for i, (name, hop) in enumerate(zip(names, [*settings.jumps, settings.target], strict=True)):
             lines += [f"Host {name}", f"    HostName {hop.hostname}", f"    Port {hop.port}"]
             if hop.user:
                 lines.append(f"    User {hop.user}")
@@ -444,8 +447,16 @@ def _config_path(path: str, tokens: bool = True) -> str:
 
 
 def _rsync_error(stderr: str) -> str:
-    lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     return "; ".join(lines[-4:]) or "no error message"
+
+
+def _transport(client: paramiko.SSHClient) -> paramiko.Transport:
+    """The transport of a connected client (None only before connect or after close)."""
+    transport = client.get_transport()
+    if transport is None:
+        raise SshUnavailable("the ssh connection is closed")
+    return transport
 
 
 def _os_error(e: BaseException) -> str:

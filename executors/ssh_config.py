@@ -48,6 +48,7 @@ import paramiko
 
 from drypipe.errors import UserError
 from drypipe.task_conf import TaskConf
+from executors.ssh_plugin import PLUGIN
 
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 15.0
@@ -237,7 +238,7 @@ class _Resolver:
         self.path = path
         self.config = _load_config(path) if path else None
 
-    def lookup(self, host: str) -> dict:
+    def lookup(self, host: str) -> dict[str, Any]:
         if self.config is None:
             return {}
         try:
@@ -245,7 +246,7 @@ class _Resolver:
         except (paramiko.SSHException, ValueError, ImportError) as e:  # e.g. a Match it cannot evaluate
             raise UserError(f"ssh config file {self.path}: host {host}: {e}") from None
 
-    def host(self, user: str | None, host: str, port: int | None, key_path: str | None) -> tuple[SshTarget, dict]:
+    def host(self, user: str | None, host: str, port: int | None, key_path: str | None) -> tuple[SshTarget, dict[str, Any]]:
         """One host: what was given explicitly, the rest from its config entry (also returned)."""
         name = host[1:-1] if host.startswith("[") else host
         entry = self.lookup(name)
@@ -302,9 +303,10 @@ def _flag(value: Any) -> bool:
 
 
 def host_settings(conf: TaskConf) -> HostSettings:
-    if not conf.ssh_specs:
+    specs = PLUGIN.settings_of(conf).ssh_specs
+    if not specs:
         raise UserError("executer_type ssh needs TaskConf.ssh_specs (user@host[:port]:/path/to/private_key)")
-    user, host, port, key_path, _ = split_ssh_specs(conf.ssh_specs)
+    user, host, port, key_path, _ = split_ssh_specs(specs)
     config_file = ssh_config_file(conf)
     resolver = _Resolver(config_file)
     target, entry = resolver.host(user, host, port, key_path)
@@ -322,8 +324,9 @@ def host_settings(conf: TaskConf) -> HostSettings:
 
 
 def remote_settings(conf: TaskConf) -> RemoteSettings:
-    _, base_in_specs = parse_ssh_specs(conf.ssh_specs or "")
-    base = conf.remote_base_dir or base_in_specs or DEFAULT_REMOTE_BASE
+    ssh = PLUGIN.settings_of(conf)
+    _, base_in_specs = parse_ssh_specs(ssh.ssh_specs or "")
+    base = ssh.remote_base_dir or base_in_specs or DEFAULT_REMOTE_BASE
     if any(c in base for c in "\t\n\r"):
         raise UserError(f"remote_base_dir {base!r} contains a tab or newline")
     env = _option(conf, "remote_env", None, {}) or {}

@@ -19,7 +19,7 @@ import base64
 import shlex
 from dataclasses import dataclass
 
-from executors.slurm_client import JobStatus, expand_job_id
+from executors.slurm_api import JobArray, JobStatus, parse_squeue, squeue_args
 
 q = shlex.quote
 
@@ -151,14 +151,13 @@ def files_script(prelude: str, specs: list[StartSpec]) -> str:
     return "\n".join(lines) + "\nexit 0\n"
 
 
-def sbatch_script(slurm_dir: str, files: dict[str, tuple[str, str]], array_name: str, job_name: str,
-                  sbatch_args: list[str], instance_dir: str) -> str:
-    """Write the array files (name -> (text, mode)) and submit the array once."""
-    lines = [f"mkdir -p {q(slurm_dir)}"]
-    for name, (text, mode) in files.items():
-        lines.append(f"__dp_put {q(slurm_dir + '/' + name)} {b64(text)} {mode}")
-    lines.append(f"cd {q(instance_dir)} && __dp_sbatch {q(array_name)} {q(job_name)} {q(slurm_dir)} "
-                 + " ".join(q(a) for a in sbatch_args))
+def sbatch_script(array: JobArray, instance_dir: str) -> str:
+    """Write the array's files and submit it once."""
+    lines = [f"mkdir -p {q(array.directory)}"]
+    for name, (text, mode) in array.files.items():
+        lines.append(f"__dp_put {q(array.directory + '/' + name)} {b64(text)} {mode}")
+    lines.append(f"cd {q(instance_dir)} && __dp_sbatch {q(array.name)} {q(array.job_name)} {q(array.directory)} "
+                 + " ".join(q(a) for a in array.sbatch_args))
     return "\n".join(lines) + "\n"
 
 
@@ -166,9 +165,9 @@ def poll_script(prelude: str, tasks: list[tuple[str, str]], job_ids: list[str], 
     """One script for every in-flight task of a host: (key, remote control dir) each; Slurm
     jobs first (a job seen ended before the markers are read cannot hide a final marker)."""
     parts = [prelude, POLL]
-    if job_ids:
-        ids = ",".join(sorted({j.split("_")[0] for j in job_ids}))
-        parts.append(f"__dp_q=$(squeue -h -r -t all -j {q(ids)} -o '%i|%T|%r' 2>&1); __dp_rc=$?")
+    squeue = squeue_args(job_ids)
+    if squeue:
+        parts.append(f"__dp_q=$({' '.join(q(a) for a in squeue)} 2>&1); __dp_rc=$?")
         parts.append('printf "QRC\\t%s\\n" "$__dp_rc"; [[ -n $__dp_q ]] && printf "%s\\n" "$__dp_q" | sed "s/^/Q\\t/"')
     for name in sorted(set(find_names)):
         parts.append(f"squeue -h -t all --name={q(name)} -o '%F|%k' 2>/dev/null | sed 's/^/N\\t/'")
@@ -182,7 +181,7 @@ def kill_script(prelude: str, tasks: list[tuple[str, str, str]], job_ids: list[s
     parts = [prelude]
     if job_ids:
         parts.append("scancel " + " ".join(q(j) for j in sorted(set(job_ids))) + " 2>&1 | sed 's/^/E\\t/'")
-    for key, control, token in tasks:
+    for _key, control, token in tasks:
         parts.append(
             f"( t=; [[ -f {q(control + '/ssh_launch')} ]] && read -r t _ < {q(control + '/ssh_launch')}; "
             f"[[ $t == {q(token)} ]] && {q(control + '/task')} kill > /dev/null 2>&1 ) &"
@@ -235,7 +234,6 @@ class PollResult:
 
 def parse_poll(text: str) -> PollResult:
     tasks: dict[str, RemoteState] = {}
-    jobs: dict[str, JobStatus] = {}
     squeue_rc = 0
     squeue_lines: list[str] = []
     named = []
@@ -259,18 +257,7 @@ def parse_poll(text: str) -> PollResult:
         elif kind == "N":
             job, _, comment = rest.partition("|")
             named.append((job, comment))
-    if squeue_rc != 0:
-        if any("Invalid job id" in l for l in squeue_lines):
-            return PollResult(tasks, {}, named)  # every job purged: squeue knows none of them
-        return PollResult(tasks, None, named)
-    for line in squeue_lines:
-        parts = line.split("|", 2)
-        if len(parts) >= 2 and parts[0]:
-            reason = parts[2].strip() if len(parts) > 2 else ""
-            status = JobStatus(parts[1].strip(), "" if reason == "None" else reason)
-            for job_id in expand_job_id(parts[0].strip()):
-                jobs[job_id] = status
-    return PollResult(tasks, jobs, named)
+    return PollResult(tasks, parse_squeue(squeue_rc, "\n".join(squeue_lines)), named)
 
 
 def parse_lines(text: str) -> list[list[str]]:

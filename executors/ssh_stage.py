@@ -31,6 +31,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from drypipe.errors import UserError
 from drypipe.instance import Instance
@@ -58,7 +59,7 @@ CODE_EXCLUDES = ["__pycache__/", "*.pyc", ".git/", ".drypipe/", ".pytest_cache/"
 DOWNLOADED_CONTROL_FILES = ("out.log", "drypipe.log", "output_vars", "output_vars.sh", "slurm.log")
 
 
-def read_doc(instance: Instance, key: str) -> dict:
+def read_doc(instance: Instance, key: str) -> dict[str, Any]:
     return TaskRecord(instance.root, key).conf_document()
 
 
@@ -112,7 +113,7 @@ def stage_task(instance: Instance, key: str, remote_root: str, python_bin: str |
             if external:
                 result.externals.append(external)
                 spec["path"] = _external_relative(external)
-            else:
+            elif relative is not None:
                 paths.append(relative)
         elif kind == "glob":
             pattern = spec["pattern"]
@@ -166,7 +167,7 @@ def stage_task(instance: Instance, key: str, remote_root: str, python_bin: str |
     return result
 
 
-def _render(doc: dict) -> tuple[str, str]:
+def _render(doc: dict[str, Any]) -> tuple[str, str]:
     """task-env.sh and task-conf.json for a document, written by drypipe's own generator."""
     with tempfile.TemporaryDirectory(prefix="drypipe-ssh-") as tmp:
         scratch = Instance(tmp)

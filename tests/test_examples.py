@@ -253,8 +253,8 @@ def test_fetched_value(tmp_path):
     assert output_vars(instance, "task-a") == {"x": "42"}
     conf = task_conf(instance, "highly-dependent-task")
     assert conf["task_conf"]["executer_type"] == "process"
-    assert conf["task_conf"]["sbatch_options"] == ["--time=0:42:00"]
-    assert conf["task_conf"]["slurm_account"] == "me"
+    # the Slurm plugin's settings, kept in executor_options
+    assert conf["task_conf"]["executor_options"] == {"sbatch_options": ["--time=0:42:00"], "slurm_account": "me"}
     assert out(instance, "highly-dependent-task", "report.txt") == (
         "x\t42\n"
         "task-prefix-1\tpart 1 of task-prefix-1\n"

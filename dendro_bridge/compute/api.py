@@ -20,7 +20,7 @@ class ComputeApi:
     def base_url(self) -> str:
         return self.transport.base_url
 
-    def clone(self) -> "ComputeApi":
+    def clone(self) -> ComputeApi:
         """A separate connection pool for use by another thread."""
         return ComputeApi(self.base_url, self.client_id, self.private_key, self.input_url_prefixes)
 

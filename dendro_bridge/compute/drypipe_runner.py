@@ -156,7 +156,7 @@ class DrypipeRunner:
             f.writelines(lines)
 
 
-def _no_tasks(dsl: Any) -> list:
+def _no_tasks(dsl: Any) -> list[Any]:
     return []
 
 

@@ -6,6 +6,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dendro_bridge.api import DendroApiError
 from dendro_bridge.compute.api import ComputeApi
@@ -79,7 +80,7 @@ class ComputeResource:
                 log.info("job %s was %s; stopping it", job_id, "deleted" if job is None else job["error"])
                 active.cancel.set()
 
-    def _start_jobs(self, runnable: list[dict]) -> int:
+    def _start_jobs(self, runnable: list[dict[str, Any]]) -> int:
         started = 0
         for job in runnable:
             if self.single_job and self.jobs_started >= 1:

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass
@@ -24,7 +24,7 @@ class ProcessorCommand:
     timeout_sec: float | None
     # The job's requiredResources (numCpus, numGpus, memoryGb, timeSec), for runners that
     # request resources from a batch system.
-    required_resources: dict | None = None
+    required_resources: dict[str, Any] | None = None
 
 
 @dataclass
@@ -69,7 +69,7 @@ class SubprocessRunner:
                     return RunOutcome(exit_code=proc.returncode, timed_out=True)
             return RunOutcome(exit_code=proc.returncode)
 
-    def _kill(self, proc: subprocess.Popen) -> None:
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
         _signal_group(proc, signal.SIGTERM)
         try:
@@ -80,7 +80,7 @@ class SubprocessRunner:
         proc.wait()
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:

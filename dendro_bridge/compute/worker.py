@@ -50,7 +50,8 @@ class JobRun:
 
     @property
     def job_id(self) -> str:
-        return self.job["jobId"]
+        job_id: str = self.job["jobId"]
+        return job_id
 
     @property
     def console_path(self) -> Path:
@@ -106,7 +107,7 @@ def job_file_path(work_dir: Path, kind: str, file: dict[str, Any]) -> Path:
     for key in ("name", "fileBaseName"):
         if not is_safe_path_part(file.get(key)):
             raise ValueError(f"refusing {kind[:-1]} file with unsafe {key} {file.get(key)!r}")
-    return work_dir / kind / file["name"] / file["fileBaseName"]
+    return work_dir / kind / str(file["name"]) / str(file["fileBaseName"])
 
 
 def _run_files_processor(run: JobRun, processor: dict[str, Any]) -> None:
@@ -146,8 +147,8 @@ def _run_files_processor(run: JobRun, processor: dict[str, Any]) -> None:
         missing = [name for name, path in outputs.items() if not os.path.isfile(path)]
         if missing:
             raise RuntimeError(f"processor did not write output {missing[0]!r} ({outputs[missing[0]]})")
-        for name, path in outputs.items():
-            run.api.upload(run.job, path, "output", output_name=name)
+        for name, written in outputs.items():
+            run.api.upload(run.job, written, "output", output_name=name)
         _upload_console(run)
         run.api.set_status(run.job, "completed")
         log.info("job %s completed", run.job_id)

@@ -62,7 +62,8 @@ class Admin:
                 raise AdminError(f"no service {service_name}")
             db.put_app({"serviceName": service_name, "appName": spec["name"], "appSpecificationUri": spec_uri,
                         "appSpecificationCommit": "", "appSpecification": spec})
-        return spec["name"]
+        name: str = spec["name"]
+        return name
 
     def create_compute_client(self, service_names: list[str], user_id: str, name: str,
                               slots: list[dict[str, Any]] | None = None) -> tuple[str, str]:

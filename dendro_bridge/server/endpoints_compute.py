@@ -104,9 +104,10 @@ def get_signed_upload_url(ctx: Context, req: dict[str, Any]) -> dict[str, Any]:
     folder = jobs.job_folder(job)
     if kind == "output":
         result = next((r for r in job["outputFileResults"] if r["name"] == req.get("outputName")), None)
-        if result is None or ctx.signer.key_of(result["url"]) is None:
+        output_key = None if result is None else ctx.signer.key_of(result["url"])
+        if output_key is None:
             raise ApiError(400, f"job {job['jobId']} has no uploadable output {req.get('outputName')!r}")
-        key = ctx.signer.key_of(result["url"])
+        key = output_key
     elif kind == "consoleOutput":
         key = f"{folder}/console_output/output.txt"
     elif kind == "resourceUtilizationLog":

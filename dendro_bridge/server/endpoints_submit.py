@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dendro_bridge.model import DendroJobDefinition, DendroJobRequiredResources, is_bool, is_int, is_str, is_str_list
 from dendro_bridge.hash import job_definition_hash
+from dendro_bridge.model import DendroJobDefinition, DendroJobRequiredResources, is_bool, is_int, is_str, is_str_list
 from dendro_bridge.server import jobs
 from dendro_bridge.server.registry import ApiError, Context, endpoint, user_has_right
 from dendro_bridge.server.store import JOB_FILTER_COLUMNS

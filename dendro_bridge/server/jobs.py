@@ -67,8 +67,9 @@ def create_job(ctx: Context, user: dict[str, Any], req: dict[str, Any]) -> dict[
     for out in definition["outputFiles"]:
         if out["name"] in _RESERVED_OUTPUT_NAMES:
             raise ValidationError(f"output name {out['name']!r} is reserved")
-    upstream = [ctx.db.job(j) for j in req["jobDependencies"]]
-    if None in upstream:
+    found = [ctx.db.job(j) for j in req["jobDependencies"]]
+    upstream = [j for j in found if j is not None]
+    if len(upstream) != len(found):
         raise ValidationError("jobDependencies names a job that does not exist")
 
     # The service sorts the definition's lists in place to hash it, so jobs carry them sorted.

@@ -11,8 +11,9 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 from urllib.parse import quote, unquote
 
 import fsspec

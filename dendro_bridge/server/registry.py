@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from dendro_bridge.model import ValidationError
 from dendro_bridge.server.objects import ObjectStore, UrlSigner

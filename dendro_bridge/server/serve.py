@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import waitress.server
 
@@ -14,7 +15,7 @@ from dendro_bridge.server.app import ServerConfig, create_app
 DEFAULT_THREADS = 8
 
 
-def _not_ready(environ: dict, start_response: Callable) -> list[bytes]:
+def _not_ready(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
     return [b"starting"]
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
+from drypipe.cli.plugin_commands import CommandSpec, command_specs, load_command
 from drypipe.errors import UserError
 
 
@@ -24,7 +28,7 @@ def _log_level(verbosity: int) -> int:
 
 
 def _verbosity_params() -> list[click.Option]:
-    def adder(weight: int):
+    def adder(weight: int) -> Callable[[click.Context, click.Parameter, Any], None]:
         return lambda ctx, param, value: _add_verbosity(ctx, weight * int(value or 0))
 
     return [
@@ -36,15 +40,15 @@ def _verbosity_params() -> list[click.Option]:
     ]
 
 
-class _Verbose:
+class _Verbose(click.Command):
     """Every command and group takes -v, so it may follow the subcommand (`drypipe run -vv ...`)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.params.extend(_verbosity_params())
 
 
-class _UsageErrorsNameTheCommand:
+class _UsageErrorsNameTheCommand(click.Command):
     """click's parser leaves some usage errors without their command (`--state` with no value):
     give them theirs, so the error line says which command's usage to read."""
 
@@ -65,8 +69,9 @@ class DryPipeSubGroup(_UsageErrorsNameTheCommand, _Verbose, click.Group):
     group_class = type  # nested groups are of this class too
 
 
-# `drypipe --help` lists the commands in these sections, with an example each.  A command that
-# is not listed here lands in a last section "other" (tests check none does).
+# `drypipe --help` lists the commands in these sections, with an example each: the core's
+# first, then the plugins' sections (CommandSpec.section) in their order, then PLUMBING.  A
+# command in none lands in a last section "Other" (tests check none does).
 SECTIONS: list[tuple[str, str, list[str]]] = [
     ("Running", "drypipe run -p mypipeline:gen -i /data/run1",
      ["run", "prepare", "task", "restart", "kill", "call", "service"]),
@@ -74,67 +79,103 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
      ["status", "why", "graph", "report-execution-times", "list-states", "poll-task", "dump-env"]),
     ("Setting up", "drypipe config show -i /data/run1",
      ["config", "cache", "completion", "upgrade-drypipe"]),
-    ("Slurm", "drypipe sbatch -i /data/run1 -k align.3 --wait",
-     ["sbatch", "sbatch-gen", "array-create-parent", "array-submit", "restart-failed-array-tasks"]),
-    ("SSH", "drypipe remote-exec -i /data/run1 -k fetch --wait",
-     ["remote-exec", "fetch-remote-state", "array-submit-from-remote", "array-watch-from-remote"]),
-    ("Dendro", "drypipe dendro serve --data-dir /srv/dendro",
-     ["dendro"]),
-    ("Plumbing (used by drypipe itself and by scripts)", "drypipe array-rsync-list -i /data/run1 -k 'align.*'",
-     ["upload-task-inputs", "upload-drypipe-for-remote-instance", "array-upload", "array-download",
-      "array-rsync-list"]),
 ]
+PLUMBING = "Plumbing"
+PLUMBING_TITLE = "Plumbing (used by drypipe itself and by scripts)"
 
 
 class DryPipeGroup(_UsageErrorsNameTheCommand, _Verbose, click.Group):
     """Turns every error into one line `drypipe: error: ...` on stderr (traceback with -vv):
     UserError and OSError exit with code 1, bad arguments (click's usage errors) with 2.
 
-    Command groups of other packages are imported only when used (`drypipe dendro ...`
-    loads the Dendro service code; `drypipe run` and `drypipe --help` do not)."""
+    The commands of other packages (`drypipe.commands` entry points, see plugin_commands) are
+    imported only when used: `drypipe --help` and `drypipe run` load none of them."""
 
     command_class = DryPipeCommand
     group_class = DryPipeSubGroup
-    lazy_groups = {"dendro": ("dendro_bridge.cli", "dendro")}
-    # `drypipe --help` must not import a lazy group to show its one line
-    lazy_short_help = {"dendro": "Self-hosted Dendro service and compute resource: serve, admin, compute."}
+
+    _specs: dict[str, CommandSpec] | None = None
+
+    def _all_specs(self) -> dict[str, CommandSpec]:
+        """The plugins' commands, read once (after the core's own are registered)."""
+        if self._specs is None:
+            self._specs = command_specs(set(self.commands))
+        return self._specs
+
+    def _plugin_specs(self) -> dict[str, CommandSpec]:
+        """The plugins' commands not loaded yet."""
+        return {name: spec for name, spec in self._all_specs().items() if name not in self.commands}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy_groups])
+        return sorted({*super().list_commands(ctx), *self._plugin_specs()})
 
-    def get_command(self, ctx: click.Context, name: str):
-        if name in self.lazy_groups and name not in self.commands:
-            import importlib
-
-            module, attr = self.lazy_groups[name]
-            self.add_command(getattr(importlib.import_module(module), attr), name=name)
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = self._plugin_specs().get(name)
+        if spec is not None:
+            self.add_command(load_command(spec), name=name)
         return super().get_command(ctx, name)
+
+    def resolve_command(self, ctx: click.Context,
+                        args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as e:  # "did you mean": click looks at the loaded commands only
+            raise click.exceptions.NoSuchCommand(e.command_name, possibilities=self.list_commands(ctx),
+                                                 ctx=e.ctx) from None
 
     def _short_help(self, ctx: click.Context, name: str) -> str | None:
         """The command's first sentence, whole; None for a hidden command."""
-        if name in self.lazy_groups and name not in self.commands:
-            return self.lazy_short_help[name]
+        spec = self._plugin_specs().get(name)
+        if spec is not None:
+            return spec.short_help
         command = self.get_command(ctx, name)
         if command is None or command.hidden:
             return None
         return command.get_short_help_str(limit=1000)
 
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """Completing a command name lists the plugins' commands without importing them
+        (click's Group.shell_complete would load every command to read its short help)."""
+        specs = self._plugin_specs()
+        items = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if not name.startswith(incomplete) or (command is not None and command.hidden):
+                continue
+            help_text = specs[name].short_help if command is None else command.get_short_help_str()
+            items.append(CompletionItem(name, help=help_text))
+        return items + click.Command.shell_complete(self, ctx, incomplete)  # the options
+
+    def _sections(self, names: list[str]) -> list[tuple[str, list[str], list[str]]]:
+        """(title, examples, commands) of each section of `drypipe --help`."""
+        sections = {title: ([example], list(commands)) for title, example, commands in SECTIONS}
+        plugin_sections: dict[str, tuple[list[str], list[str]]] = {}
+        for spec in self._all_specs().values():
+            examples, commands = sections.get(spec.section) or plugin_sections.setdefault(spec.section, ([], []))
+            commands.append(spec.name)
+            if spec.example:
+                examples.append(spec.example)
+        plumbing = plugin_sections.pop(PLUMBING, ([], []))
+        ordered = [*sections.items(), *plugin_sections.items(), (PLUMBING_TITLE, plumbing)]
+        listed = {n for _, (_, commands) in ordered for n in commands}
+        ordered.append(("Other", ([], [n for n in names if n not in listed])))
+        return [(title, [e for e in examples if e], commands) for title, (examples, commands) in ordered]
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        names = [n for n in self.list_commands(ctx)]
-        listed = {n for _, _, section in SECTIONS for n in section}
-        sections = [*SECTIONS, ("Other", "", [n for n in names if n not in listed])]
-        for title, example, section in sections:
+        names = self.list_commands(ctx)
+        for title, examples, section in self._sections(names):
             rows = [(n, help_text) for n in section if n in names
                     for help_text in [self._short_help(ctx, n)] if help_text is not None]
             if not rows:
                 continue
             with formatter.section(title):
                 formatter.write_dl(rows)
-                if example:
+                for example in examples:
                     formatter.write_paragraph()
                     formatter.write_text(f"e.g. {example}")
 
-    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
         """click's own errors of `drypipe` itself (an unknown option, no command) in our one-line
         form too (the subcommands' are caught by invoke)."""
         try:
@@ -143,7 +184,7 @@ class DryPipeGroup(_UsageErrorsNameTheCommand, _Verbose, click.Group):
             click.echo(f"drypipe: error: {_click_message(e)}", err=True)
             sys.exit(e.exit_code)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as e:
@@ -220,4 +261,4 @@ def main() -> None:
     cli(prog_name="drypipe")
 
 
-from drypipe.cli import cache_commands, remote_commands, run_commands, slurm_commands, task_commands, ux_commands  # noqa: E402,F401  (registers subcommands)
+from drypipe.cli import cache_commands, run_commands, task_commands, ux_commands  # noqa: E402,F401  (registers subcommands)

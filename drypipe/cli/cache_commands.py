@@ -5,6 +5,8 @@ import datetime
 import difflib
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -25,8 +27,8 @@ from drypipe.dry_run import RUNNING, STAYS_FAILED, WOULD_WAIT, Plan, Prediction,
 from drypipe.dsl import evaluate, load_pipeline
 from drypipe.errors import UserError
 from drypipe.instance import Instance
-from drypipe.scheduler import RunOptions, is_stale as scheduler_is_stale
-from drypipe.status_table import state_matches
+from drypipe.scheduler import RunOptions
+from drypipe.scheduler import is_stale as scheduler_is_stale
 from drypipe.task_record import TaskRecord
 from drypipe.task_script import task_conf_document
 
@@ -59,7 +61,8 @@ def explain(instance: Instance, signer: sig.Signer, key: str, indent: str = "") 
     changes = sig.differences(record.get("ingredients", {}), signer.parts(key))
     lines = []
     for name, before, now in changes:
-        upstream = next((u for u in signer.docs[key].get("upstream_keys", []) if now and f" of {u} " in f"{now} "), None)
+        upstreams = signer.docs[key].get("upstream_keys", [])
+        upstream = next((u for u in upstreams if now and f" of {u} " in f"{now} "), None)
         if upstream:
             lines.append(f"{indent}{name}: upstream task {upstream} changed")
             lines.extend(explain(instance, signer, upstream, indent + "  "))
@@ -77,7 +80,7 @@ def _digest(ingredient: str | None) -> str:
     return ingredient.split()[-1][:12] if ingredient else "(absent)"
 
 
-def _code_change(task_record: TaskRecord, record: dict, doc: dict, name: str, before: str, now: str,
+def _code_change(task_record: TaskRecord, record: dict[str, Any], doc: dict[str, Any], name: str, before: str, now: str,
                  indent: str) -> list[str]:
     """`step N: <what> changed:` and a unified diff of its code, old text from the signature
     record (or, for a bash snippet, the task-conf.json the completed task ran with)."""
@@ -102,7 +105,7 @@ def _code_change(task_record: TaskRecord, record: dict, doc: dict, name: str, be
 @generator_option
 @task_selection_options
 @legacy_key_argument
-def why(instance_dir, generator, selection: TaskSelection):
+def why(instance_dir: str, generator: str, selection: TaskSelection) -> None:
     """Say whether the tasks (-k) would rerun, and exactly which ingredient changed."""
     instance = open_instance(instance_dir)
     predicted = plan(load_pipeline(generator), instance, RunOptions())
@@ -118,7 +121,7 @@ def why(instance_dir, generator, selection: TaskSelection):
         state = st.read_state(str(instance.control_dir(key)))
         wanted = selection.state
         if wanted is None or (is_stale(instance, signer, key, state) if wanted == "stale"
-                              else state_matches(state, wanted)):
+                              else st.matches(state, wanted)):
             _why(instance, predicted, key)
             shown += 1
     if not shown:
@@ -157,7 +160,7 @@ def _what_run_does(prediction: Prediction) -> str:
     return f"{action.replace('would', 'it will')}" + (f" {detail}" if detail else "")
 
 
-def _dendro_origin(control) -> str:
+def _dendro_origin(control: Path) -> str:
     """A task of the Dendro executor whose job came from the Dendro cache (.drypipe/<key>/dendro_job)."""
     try:
         job = json.loads((control / "dendro_job").read_text())
@@ -167,7 +170,7 @@ def _dendro_origin(control) -> str:
 
 
 @cli.group()
-def cache():
+def cache() -> None:
     """Inspect and prune a shared output cache (--cache URL of `drypipe run`)."""
 
 
@@ -176,7 +179,7 @@ cache_url_argument = click.argument("url", envvar="DRYPIPE_CACHE")
 
 @cache.command("ls")
 @cache_url_argument
-def cache_ls(url):
+def cache_ls(url: str) -> None:
     """List the entries: signature, status, task key, size, age."""
     entries = open_cache(url).entries()
     for m in sorted(entries, key=lambda m: m["created"]):
@@ -188,13 +191,11 @@ def cache_ls(url):
 @cache.command("info")
 @cache_url_argument
 @click.argument("signature")
-def cache_info(url, signature):
+def cache_info(url: str, signature: str) -> None:
     """Show one entry's manifest (a signature prefix is enough)."""
     matches = [m for m in open_cache(url).entries() if m["signature"].startswith(signature)]
     if len(matches) != 1:
         raise UserError(f"{len(matches)} cache entries match {signature!r}")
-    import json
-
     click.echo(json.dumps(matches[0], indent=1))
 
 
@@ -203,7 +204,7 @@ def cache_info(url, signature):
 @click.option("--older-than", type=float, metavar="DAYS", help="Delete entries older than DAYS.")
 @click.option("--failed", is_flag=True, help="Delete entries of failed tasks.")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
-def cache_gc(url, older_than, failed, dry_run):
+def cache_gc(url: str, older_than: float | None, failed: bool, dry_run: bool) -> None:
     """Delete interrupted publications (older than an hour), and optionally old or failed entries."""
     store = open_cache(url)
     now = time.time()

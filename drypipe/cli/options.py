@@ -4,13 +4,18 @@ from __future__ import annotations
 import fnmatch
 import functools
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 from click.shell_completion import CompletionItem
 
+from drypipe import config
 from drypipe.errors import UserError
 from drypipe.instance import Instance
+
+FC = TypeVar("FC", bound=Callable[..., object])  # a function or click command being decorated
 
 instance_dir_option = click.option(
     "--pipeline-instance-dir",
@@ -44,7 +49,7 @@ def complete_task_keys(ctx: click.Context, param: click.Parameter, incomplete: s
     return [CompletionItem(k) for k in sorted(keys) if k.startswith(incomplete)]
 
 
-def key_option(help_text: str, metavar: str = "KEY"):
+def key_option(help_text: str, metavar: str = "KEY") -> Callable[[FC], FC]:
     """`-k/--key` (and `--task-key`, the original's spelling) of the commands that take one key."""
     return click.option("--task-key", "-k", "--key", "task_key", required=True, metavar=metavar,
                         shell_complete=complete_task_keys, help=help_text)
@@ -71,7 +76,7 @@ class TaskSelection:
     def exact_keys(self) -> list[str]:
         return [g for g in self.globs if not any(c in g for c in "*?[")]
 
-    def match(self, candidates) -> list[str]:
+    def match(self, candidates: Iterable[str]) -> list[str]:
         """The candidate keys that the globs select, sorted (every one without globs)."""
         return sorted(k for k in candidates if not self.globs or any(fnmatch.fnmatchcase(k, g) for g in self.globs))
 
@@ -104,14 +109,15 @@ class _HiddenArgument(click.Argument):
 legacy_key_argument = click.argument("legacy_args", nargs=-1, cls=_HiddenArgument, shell_complete=complete_task_keys)
 
 
-def task_selection_options(f):
+def task_selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """`-k/--key GLOB` (repeatable) and `--state STATE`; passes `selection: TaskSelection`.
 
     Hidden aliases keep the spellings of earlier versions working: `--task-key`, `--filter`
     (and, with `legacy_key_argument`, positional keys)."""
 
     @functools.wraps(f)
-    def wrapper(*args, keys: tuple[str, ...], legacy_keys: tuple[str, ...], state: str | None, **kwargs):
+    def wrapper(*args: Any, keys: tuple[str, ...], legacy_keys: tuple[str, ...], state: str | None,
+                **kwargs: Any) -> Any:
         globs = (*keys, *legacy_keys, *kwargs.pop("legacy_args", ()))
         return f(*args, selection=TaskSelection(tuple(dict.fromkeys(globs)), state), **kwargs)
 
@@ -128,25 +134,22 @@ def task_selection_options(f):
     return wrapper
 
 
-def sleep_schedule_option(f):
+def sleep_schedule_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--sleep-schedule",
         envvar="DRYPIPE_SERVICE_SLEEP_SCHEDULE",
-        default="0,1,3,5,10,15,20",
+        default=config.sleep_schedule_text(config.DEFAULT_SLEEP_SCHEDULE),
         show_default=True,
-        help="Back-off between polls of Slurm, SSH, Dendro, in seconds; resets when something changes "
+        help="Back-off between polls of the executors, in seconds; resets when something changes "
         "(env DRYPIPE_SERVICE_SLEEP_SCHEDULE).",
     )(f)
 
 
 def parse_sleep_schedule(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: expected comma-separated seconds, like 0,1,3,5",
-                                 param_hint="'--sleep-schedule'") from None
-    if not values or any(v < 0 for v in values):
-        raise click.BadParameter(f"{text!r}: expected non-negative seconds", param_hint="'--sleep-schedule'")
+    values = config.parse_sleep_schedule(text)
+    if values is None:
+        raise click.BadParameter(f"{text!r}: expected comma-separated non-negative seconds, like 0,1,3,5",
+                                 param_hint="'--sleep-schedule'")
     return values
 
 

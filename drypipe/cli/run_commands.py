@@ -7,6 +7,7 @@ import shlex
 import signal
 import sys
 import time
+from types import FrameType
 
 import click
 
@@ -20,41 +21,42 @@ from drypipe.cli.options import (
     parse_sleep_schedule,
     sleep_schedule_option,
 )
-from drypipe.config import apply_to_pipeline, load_config
+from drypipe.config import Config, apply_to_pipeline, load_config
 from drypipe.display import Commands, RunDisplay, make_display, tasks_text
 from drypipe.dry_run import plan
-from drypipe.dsl import load_pipeline
+from drypipe.dsl import Pipeline, load_pipeline
 from drypipe.errors import UserError
-from drypipe.executor import lost_grace_seconds
 from drypipe.instance import Instance
 from drypipe.scheduler import RunOptions, Scheduler
+from drypipe.text import first_of
 
 log = logging.getLogger("drypipe")
 
 SECOND_CTRL_C_SECONDS = 3.0  # a second Ctrl-C within this time after the first stops the tasks too
 
 
-def _options(until, restart_failed, reset_failed, sleep_schedule, max_local_jobs, **cache) -> RunOptions:
+def _options(until: str | None, restart_failed: bool, reset_failed: bool, sleep_schedule: str,
+             max_local_jobs: int | None, *, keep_stale: bool = False, cache_url: str | None = None,
+             skip_cache: bool = False, rerun_failing: bool = False, delete_failing: bool = False,
+             retries: int | None = None, cores: int | None = None, mem: int | None = None) -> RunOptions:
     return RunOptions(
-        keep_stale=cache.get("keep_stale", False),
-        cache_url=cache.get("cache_url"),
-        cache_policy=CachePolicy(cache.get("skip_cache", False), cache.get("rerun_failing", False),
-                                 cache.get("delete_failing", False)),
+        keep_stale=keep_stale,
+        cache_url=cache_url,
+        cache_policy=CachePolicy(skip_cache, rerun_failing, delete_failing),
         until=until,
         restart_failed=restart_failed,
         reset_failed=reset_failed,
         max_local_jobs=max_local_jobs or os.cpu_count() or 1,
         sleep_schedule=parse_sleep_schedule(sleep_schedule),
-        lost_grace_seconds=lost_grace_seconds(),
-        retries=cache.get("retries") or 0,
+        retries=retries or 0,
         # An explicit --max-local-jobs above the machine's cores still runs that many tasks that
         # declare no cpus (each counts as one core).
-        cores=cache.get("cores") or (max(machine_cores(), max_local_jobs) if max_local_jobs else None),
-        mem=cache.get("mem"),
+        cores=cores or (max(machine_cores(), max_local_jobs) if max_local_jobs else None),
+        mem=mem,
     )
 
 
-def _mem_budget(ctx, param, value: str | None) -> int | None:
+def _mem_budget(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
         return None if value is None else mem_bytes(value, "--mem")
     except UserError as e:
@@ -72,7 +74,8 @@ def _mem_budget(ctx, param, value: str | None) -> int | None:
 @click.option("--retries", type=click.IntRange(min=0), envvar="DRYPIPE_RETRIES", metavar="N",
               help="Run a failed task again up to N times, from its first step (TaskConf.retries wins; default 0).")
 @click.option("--cores", type=click.IntRange(min=1), envvar="DRYPIPE_CORES", metavar="N",
-              help="Cores local tasks may hold at once, by their TaskConf.cpus (default: the CPUs this process may use).")
+              help="Cores local tasks may hold at once, by their TaskConf.cpus "
+                   "(default: the CPUs this process may use).")
 @click.option("--mem", metavar="SIZE", envvar="DRYPIPE_MEM", callback=_mem_budget,
               help="Memory local tasks may hold at once, by their TaskConf.mem, e.g. 30G (default: MemTotal).")
 @click.option("--dry-run", is_flag=True,
@@ -89,9 +92,10 @@ def _mem_budget(ctx, param, value: str | None) -> int | None:
 @click.option("--json-log", is_flag=True,
               help="Print one JSON object per task state change, and a summary object at the end (stdout).")
 @click.pass_context
-def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_local_jobs, retries, cores, mem, dry_run,
-        keep_stale,
-        cache_url, skip_cache, rerun_failing, delete_failing, sleep_schedule, quiet, json_log):
+def run(ctx: click.Context, instance_dir: str, generator: str, until: str | None, restart_failed: bool,
+        reset_failed: bool, max_local_jobs: int | None, retries: int | None, cores: int | None, mem: int | None,
+        dry_run: bool, keep_stale: bool, cache_url: str | None, skip_cache: bool, rerun_failing: bool,
+        delete_failing: bool, sleep_schedule: str, quiet: bool, json_log: bool) -> None:
     """Generate tasks and run the pipeline until nothing more can run.
 
     Re-running is safe at any time: completed tasks are never run again, tasks still
@@ -138,12 +142,11 @@ def run(ctx, instance_dir, generator, until, restart_failed, reset_failed, max_l
         ctx.exit(130)
     notes = [f"{key} was stale ({', '.join(c[0] for c in changes)} changed): rerun"
              for key, changes in sorted(scheduler.stale.items())]
-    if scheduler.from_cache:
+    if scheduler.from_cache and scheduler.cache is not None:
         notes.append(f"{len(scheduler.from_cache)} tasks restored from cache {scheduler.cache.url}")
     left_over = sorted(k for k in summary.not_yielded if summary.states.get(k) != st.COMPLETED)
     if left_over and not summary.unsatisfied_waits:
-        shown = ", ".join(left_over[:5]) + (f" and {len(left_over) - 5} more" if len(left_over) > 5 else "")
-        notes.append(f"not yielded by the generator any more, ignored: {shown}")
+        notes.append(f"not yielded by the generator any more, ignored: {first_of(left_over)}")
     display.summary(summary, time.monotonic() - started, notes)
     ctx.exit(0 if summary.succeeded or (until and not summary.failed) else 1)
 
@@ -159,14 +162,14 @@ class Interrupts:
         self.presses = 0
         scheduler.on_stop = self.on_stop
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         self.previous = signal.signal(signal.SIGINT, self._pressed)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGINT, self.previous)
 
-    def _pressed(self, signum, frame) -> None:
+    def _pressed(self, signum: int, frame: FrameType | None) -> None:
         self.presses += 1
         if self.presses > 2:
             raise KeyboardInterrupt
@@ -188,16 +191,18 @@ class Interrupts:
             self.display.stopped(self.scheduler.kill_in_flight())
 
 
-def _configured(ctx, config, cache_url, max_local_jobs, sleep_schedule):
+def _configured(ctx: click.Context, config: Config, cache_url: str | None, max_local_jobs: int | None,
+                sleep_schedule: str) -> tuple[str | None, int | None, str]:
     """Command-line options and environment variables win; then the configuration files."""
     from click.core import ParameterSource
 
-    if not cache_url and config.run_value("cache"):
-        cache_url = config.run_value("cache")[0]
-    if max_local_jobs is None and config.run_value("max_local_jobs"):
-        max_local_jobs = config.run_value("max_local_jobs")[0]
-    if ctx.get_parameter_source("sleep_schedule") == ParameterSource.DEFAULT and config.run_value("sleep_schedule"):
-        sleep_schedule = config.run_value("sleep_schedule")[0]
+    if not cache_url and (found := config.run_value("cache")):
+        cache_url = found[0]
+    if max_local_jobs is None and (found := config.run_value("max_local_jobs")):
+        max_local_jobs = found[0]
+    if ctx.get_parameter_source("sleep_schedule") == ParameterSource.DEFAULT and (
+            found := config.run_value("sleep_schedule")):
+        sleep_schedule = found[0]
     return cache_url, max_local_jobs, sleep_schedule
 
 
@@ -206,7 +211,7 @@ def _configured(ctx, config, cache_url, max_local_jobs, sleep_schedule):
 @generator_option
 @click.option("--until", metavar="PATTERN", help="Accepted for compatibility; prepare starts nothing.")
 @sleep_schedule_option
-def prepare(instance_dir, generator, until, sleep_schedule):
+def prepare(instance_dir: str, generator: str, until: str | None, sleep_schedule: str) -> None:
     """Generate the task scripts of the pipeline WITHOUT running anything."""
     pipeline = load_pipeline(generator)
     instance = Instance(instance_dir)
@@ -217,7 +222,7 @@ def prepare(instance_dir, generator, until, sleep_schedule):
                + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
-def _dry_run(pipeline, instance: Instance, options: RunOptions) -> None:
+def _dry_run(pipeline: Pipeline, instance: Instance, options: RunOptions) -> None:
     """One line per task: key, what `run` with the same options would do, why."""
     predicted = plan(pipeline, instance, options)
     counts: dict[str, int] = {}

@@ -17,6 +17,7 @@ from drypipe.cli.options import (
     task_key_option,
     task_selection_options,
 )
+from drypipe.cli.plugin_commands import plugin_options, run_plugin_option
 from drypipe.errors import UserError
 from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
@@ -25,9 +26,7 @@ from drypipe.task_record import TaskRecord
 
 def in_state(state: str | None, wanted: str | None) -> bool:
     """Whether a task in `state` is selected by `--state wanted` (None: any state)."""
-    from drypipe.status_table import state_matches
-
-    return wanted is None or state_matches(state, wanted)
+    return wanted is None or st.matches(state, wanted)
 
 
 force_option = click.option("--force", is_flag=True,
@@ -39,7 +38,7 @@ force_option = click.option("--force", is_flag=True,
 @task_selection_options
 @click.option("--generator", "-p", "--pipeline", "generator", envvar="DRYPIPE_PIPELINE_GENERATOR",
               help="<module>:<function>: also mark completed tasks that are stale (would rerun).")
-def status(instance_dir, selection: TaskSelection, generator):
+def status(instance_dir: str, selection: TaskSelection, generator: str | None) -> None:
     """Show each task's state, executor, job id and duration.
 
     Exit code (over the tasks that -k selects): 0 when every task has completed (and none is
@@ -69,17 +68,15 @@ def status(instance_dir, selection: TaskSelection, generator):
 @force_option
 @click.option("--by-runner", is_flag=True, hidden=True)
 @click.option("--from-remote", is_flag=True, hidden=True)
-@click.option("--ssh-remote-dest", hidden=True)
-def task(instance_dir, task_key, wait, tail, force, by_runner, from_remote, ssh_remote_dest):
+@plugin_options("task")  # e.g. the SSH executor's --ssh-remote-dest: run it on a host
+def task(instance_dir: str, task_key: str, wait: bool, tail: bool, force: bool, by_runner: bool,
+         from_remote: bool) -> None:
     """Run one task by hand (as its ./task script would), even with no orchestrator running.
 
     It refuses to start while an upstream task has not completed (--force starts it anyway)."""
-    instance = open_instance(instance_dir)
-    if ssh_remote_dest:  # run it on that host instead (see `drypipe remote-exec`)
-        from drypipe.cli.remote_commands import run_on_remote_dest
-
-        run_on_remote_dest(instance, task_key, ssh_remote_dest, wait)
+    if run_plugin_option(click.get_current_context()):
         return
+    instance = open_instance(instance_dir)
     if from_remote:  # started over ssh by an orchestrator: the task must outlive that session
         for name in ("SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY", "SSH_AUTH_SOCK"):
             os.environ.pop(name, None)
@@ -90,11 +87,13 @@ def task(instance_dir, task_key, wait, tail, force, by_runner, from_remote, ssh_
 @instance_dir_option
 @task_key_option
 @click.option("--at-step", type=click.IntRange(min=0), help="Restart at this step (zero based).")
-@click.option("--reset", is_flag=True, help="Clear the task's results (output dir, output variables), then restart it from the first step.")
+@click.option("--reset", is_flag=True,
+              help="Clear the task's results (output dir, output variables), then restart it from the first step.")
 @click.option("--wait", is_flag=True, help="Wait for the task to complete before exiting.")
 @force_option
 @click.option("--from-remote", is_flag=True, hidden=True)
-def restart(instance_dir, task_key, at_step, reset, wait, force, from_remote):
+def restart(instance_dir: str, task_key: str, at_step: int | None, reset: bool, wait: bool, force: bool,
+            from_remote: bool) -> None:
     """Restart a task at its last unsuccessful step (a completed task restarts from step 0)."""
     instance = open_instance(instance_dir)
     instance.existing_control_dir(task_key)
@@ -147,7 +146,7 @@ def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, 
 @cli.command()
 @instance_dir_option
 @task_selection_options
-def kill(instance_dir, selection: TaskSelection):
+def kill(instance_dir: str, selection: TaskSelection) -> None:
     """Stop running tasks (SIGTERM locally, scancel under Slurm): they end in state killed.N
     (and are not retried by --retries)."""
     instance = open_instance(instance_dir)
@@ -172,7 +171,7 @@ def kill(instance_dir, selection: TaskSelection):
 @cli.command("dump-env")
 @instance_dir_option
 @task_key_option
-def dump_env(instance_dir, task_key):
+def dump_env(instance_dir: str, task_key: str) -> None:
     """Print the environment variables a task's steps see."""
     instance = open_instance(instance_dir)
     control = instance.existing_control_dir(task_key)
@@ -195,7 +194,7 @@ def dump_env(instance_dir, task_key):
 @instance_dir_option
 @task_selection_options
 @click.option("--gen-rsync-list", is_flag=True, hidden=True)
-def list_states(instance_dir, selection: TaskSelection, gen_rsync_list):
+def list_states(instance_dir: str, selection: TaskSelection, gen_rsync_list: bool) -> None:
     """Print `<task key> <state>` for every task (one line each, for scripts)."""
     if selection.state == "stale":
         raise click.UsageError("list-states cannot tell stale tasks: use `drypipe status --state stale -p ...`",
@@ -203,23 +202,23 @@ def list_states(instance_dir, selection: TaskSelection, gen_rsync_list):
     instance = open_instance(instance_dir)
     for key, state in selection.states(instance).items():
         if in_state(state, selection.state):
-            click.echo(f"{key}\t{state or 'none'}")
+            click.echo(f"{key}\t{st.text(state)}")
 
 
 @cli.command("poll-task")
 @instance_dir_option
 @task_key_option
-def poll_task(instance_dir, task_key):
+def poll_task(instance_dir: str, task_key: str) -> None:
     """Print the state of one task."""
     instance = open_instance(instance_dir)
-    click.echo(st.read_state(str(instance.existing_control_dir(task_key))) or "none")
+    click.echo(st.text(st.read_state(str(instance.existing_control_dir(task_key)))))
 
 
 @cli.command()
 @instance_dir_option
 @task_key_option
 @click.argument("module_function")
-def call(instance_dir, task_key, module_function):
+def call(instance_dir: str, task_key: str, module_function: str) -> None:
     """Run a python call MODULE:FUNCTION in a task's environment (as the task script does)."""
     instance = open_instance(instance_dir)
     control = instance.existing_control_dir(task_key)
@@ -238,7 +237,7 @@ def call(instance_dir, task_key, module_function):
 @task_selection_options
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True),
               help="Also write a self-contained HTML report with a timeline chart to this file.")
-def report_execution_times(instance_dir, selection: TaskSelection, html_file):
+def report_execution_times(instance_dir: str, selection: TaskSelection, html_file: str | None) -> None:
     """Duration (and CPU time, when recorded) of each task and its peak memory, then
     min/median/max/total per group of tasks whose keys differ only by numbers
     (task-for-chunk.*) and over all matching tasks, over their completed runs (failures are

@@ -8,6 +8,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +25,11 @@ from drypipe.cli.options import (
 from drypipe.dsl import import_object
 from drypipe.errors import UserError
 
+if TYPE_CHECKING:
+    from drypipe.config import Config
+    from drypipe.dsl import Pipeline
+    from drypipe.scheduler import RunOptions, RunSummary
+
 log = logging.getLogger("drypipe")
 
 
@@ -36,7 +43,7 @@ log = logging.getLogger("drypipe")
 @click.option("--collapse", type=click.IntRange(min=0), default=3, show_default=True, metavar="N",
               help="Draw N or more tasks whose keys differ only by numbers, and that are wired alike, as "
                    "one node with a count; 0 draws every task.")
-def graph(instance_dir, generator, fmt, collapse):
+def graph(instance_dir: str, generator: str, fmt: str, collapse: int) -> None:
     """Print the DAG: one node per task, one edge per file or variable passed between tasks.
 
     The generator runs against the instance's current state, so tasks it yields only once
@@ -57,7 +64,7 @@ def graph(instance_dir, generator, fmt, collapse):
 # -- config -------------------------------------------------------------------------------------
 
 @cli.group()
-def config():
+def config() -> None:
     """Configuration files: drypipe.yaml in the instance dir, ~/.config/drypipe/config.yaml."""
 
 
@@ -66,7 +73,7 @@ def config():
 @click.option("--generator", "-p", "--pipeline", "generator", envvar="DRYPIPE_PIPELINE_GENERATOR",
               help="<module>:<function>: include the pipeline's TaskConf.")
 @click.option("--task-key", "-k", "task_key", help="Show the TaskConf of this task (needs -p).")
-def config_show(instance_dir, generator, task_key):
+def config_show(instance_dir: str, generator: str | None, task_key: str | None) -> None:
     """Print each effective setting, its value, and where it came from.
 
     Precedence, highest first: the task's own TaskConf, the pipeline's TaskConf, the
@@ -113,7 +120,7 @@ def config_show(instance_dir, generator, task_key):
 
 @cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell):
+def completion(shell: str) -> None:
     """Print the shell completion script for SHELL.
 
     \b
@@ -124,12 +131,14 @@ def completion(shell):
     from click.shell_completion import get_completion_class
 
     cls = get_completion_class(shell)
+    if cls is None:  # click.Choice lets through only the shells click completes
+        raise click.BadParameter(f"no completion for {shell!r}", param_hint="SHELL")
     click.echo(cls(cli, {}, "drypipe", "_DRYPIPE_COMPLETE").source())
 
 
 # -- service ------------------------------------------------------------------------------------
 
-def _as_pipeline(obj, where: str):
+def _as_pipeline(obj: object, where: str) -> Pipeline:
     """A pipeline from what a config generator yields: a pipeline, a `module:function`, a
     function returning a pipeline, or a generator `gen(dsl)`."""
     from drypipe.dsl import Pipeline, load_pipeline
@@ -147,14 +156,15 @@ def _as_pipeline(obj, where: str):
     raise UserError(f"{where}: expected a pipeline, a <module>:<function> or a generator, got {obj!r}")
 
 
-def _load_config_generator(spec: str):
+def _load_config_generator(spec: str) -> Callable[[], Iterable[Any]]:
     func = import_object(spec, "--config-generator", "function")
     if not callable(func):
         raise UserError(f"--config-generator {spec!r} is not a function")
-    return func
+    generator: Callable[[], Iterable[Any]] = func
+    return generator
 
 
-def _instances(config_generator, spec: str, base_dir: str) -> list[tuple[str, object]]:
+def _instances(config_generator: Callable[[], Iterable[Any]], spec: str, base_dir: str) -> list[tuple[str, Pipeline]]:
     pairs = []
     try:
         items = list(config_generator())
@@ -174,13 +184,14 @@ def _instances(config_generator, spec: str, base_dir: str) -> list[tuple[str, ob
 class _InstanceRun(threading.Thread):
     """Drives one instance until nothing more can run; prints one line per completion or failure."""
 
-    def __init__(self, directory: str, pipeline, options_for):
+    def __init__(self, directory: str, pipeline: Pipeline, options_for: Callable[[Config], RunOptions]):
         super().__init__(name=f"drypipe {directory}", daemon=True)
         self.directory = directory
         self.pipeline = pipeline
         self.options_for = options_for
-        self.summary = None
+        self.summary: RunSummary | None = None
         self.error: str | None = None
+        self.reported = False  # by _report, once it ended
         self.changes = 0
 
     def run(self) -> None:
@@ -191,7 +202,7 @@ class _InstanceRun(threading.Thread):
 
         instance = Instance(self.directory)
 
-        def on_change(key, old, new):
+        def on_change(key: str, old: str | None, new: str | None) -> None:
             self.changes += 1
             if new == st.COMPLETED or st.is_failure(new):
                 what = failure_text(instance, key, new) if st.is_failure(new) else new
@@ -224,7 +235,8 @@ class _InstanceRun(threading.Thread):
 @click.option("--max-local-jobs", type=click.IntRange(min=1), envvar="DRYPIPE_MAX_LOCAL_JOBS",
               help="Most local task processes at once, per instance (default: number of CPUs).")
 @click.option("--once", is_flag=True, help="Drive every instance until nothing more can run, then exit.")
-def service(base_dir, config_generator, sleep_schedule, log_conf, max_local_jobs, once):
+def service(base_dir: str, config_generator: str, sleep_schedule: str, log_conf: str | None,
+            max_local_jobs: int | None, once: bool) -> None:
     """Run several pipeline instances, one thread each, in one long-running process.
 
     Each pass calls the config generator, and starts driving every instance it yields that is
@@ -241,7 +253,7 @@ def service(base_dir, config_generator, sleep_schedule, log_conf, max_local_jobs
     schedule = parse_sleep_schedule(sleep_schedule)
     func = _load_config_generator(config_generator)
 
-    def options_for(config):
+    def options_for(config: Config) -> RunOptions:
         jobs = max_local_jobs or (config.run_value("max_local_jobs") or (None,))[0]
         cache = config.run_value("cache")
         return _options(None, False, False, sleep_schedule, jobs, cache_url=cache[0] if cache else None)
@@ -269,7 +281,7 @@ def service(base_dir, config_generator, sleep_schedule, log_conf, max_local_jobs
             time.sleep(schedule[min(index, len(schedule) - 1)])
     except KeyboardInterrupt:
         click.echo("drypipe service: stopped; running tasks keep running and are adopted by the next run", err=True)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     ok = True
     for run in runs.values():
         ok &= _report(run, quiet_when_idle=False)
@@ -278,13 +290,13 @@ def service(base_dir, config_generator, sleep_schedule, log_conf, max_local_jobs
 
 def _report(run: _InstanceRun, quiet_when_idle: bool) -> bool:
     """One line per finished instance run; True when it completed every task."""
-    if getattr(run, "_reported", False):
-        return run.error is None and run.summary is not None and run.summary.succeeded
-    run._reported = True
-    if run.error is not None:
+    summary = run.summary
+    if run.reported:
+        return run.error is None and summary is not None and summary.succeeded
+    run.reported = True
+    if run.error is not None or summary is None:
         click.echo(f"{run.directory}: error: {run.error}", err=True)
         return False
-    summary = run.summary
     if quiet_when_idle and not run.changes:
         return summary.succeeded
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
@@ -296,7 +308,7 @@ def _report(run: _InstanceRun, quiet_when_idle: bool) -> bool:
 
 @cli.command("upgrade-drypipe")
 @instance_dir_option
-def upgrade_drypipe(instance_dir):
+def upgrade_drypipe(instance_dir: str) -> None:
     """Regenerate the instance's task runtime (.drypipe/.lib/task-lib.sh) and the scripts of
     its tasks that have not completed, with this version of drypipe.
 

@@ -265,7 +265,9 @@ __container_command() {  # __container_command IMAGE STEP: sets __cmd, the comma
             bin=$(command -v "$runtime")
             missing="$runtime is not installed"
             for b in "${binds[@]}"; do flags+=(--volume "$b:$b"); done
-            [[ -n ${SLURM_TMPDIR:-} ]] && flags+=(--env SLURM_TMPDIR)  # the scratch dir, in task-env.sh
+            for b in "${__scratch_dir_variables[@]}"; do  # the scratch dir, in task-env.sh
+                [[ -n ${!b:-} ]] && flags+=(--env "$b")
+            done
             # docker's daemon would run the step as root: the files it writes belong to the user
             [[ $runtime == docker ]] && flags+=(--user "$(id -u):$(id -g)")
             __cmd=("${bin:-$runtime}" run --rm --network host --workdir "$__task_output_dir"
@@ -355,6 +357,14 @@ __refuse_start() {  # __refuse_start STEP: the task cannot start (its inputs are
     exit 1
 }
 
+__separate_runs() {  # $1: the first step. A rerun's output starts below a line saying so (a retry's has one)
+    local log=$__control_dir/out.log last  # $__out_log comes with task-env.sh, loaded later
+    [[ -s $log ]] || return 0
+    last=$(tail -n 1 "$log")
+    [[ $last == "===== "* ]] ||
+        printf '===== run from step %s (%(%Y-%m-%dT%H:%M:%S)T) =====\n' "$(($1 + 1))" -1 >> "$log"
+}
+
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell
     local __start=$1 __force=$2 __step __rc __state __f __value __missing=() __reason __env_error=""
     # Signals first, then the pid file: a `task kill` during start-up is recorded as killed.
@@ -370,6 +380,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             *) __start=0 ;;
         esac
     fi
+    __separate_runs "$__start"
     if [[ -z $__force ]] && ! __check_upstreams; then
         __env_error+=" (drypipe run starts it when they have; ./task --force runs it anyway)"
         __refuse_start "$__start"
@@ -489,7 +500,7 @@ __tail() {  # like `tail`; while the task runs, follow its logs until it ends
     if pid=$(__pid_of_task); then  # a process of this host: tail itself stops when it ends
         exec tail -n 40 -F --pid="$pid" "$__control_dir/out.log" "$__control_dir/drypipe.log" 2>/dev/null
     fi
-    if __running_elsewhere; then  # e.g. a Slurm job on another node: until its marker says it ended
+    if __running_elsewhere; then  # e.g. a batch job on another node: until its marker says it ended
         tail -n 40 -F "$__control_dir/out.log" "$__control_dir/drypipe.log" 2>/dev/null &
         follower=$!
         trap "kill $follower 2>/dev/null" EXIT
@@ -502,11 +513,9 @@ __tail() {  # like `tail`; while the task runs, follow its logs until it ends
     exec tail -n 40 "${logs[@]}"
 }
 
-__running_elsewhere() {  # a Slurm job whose marker says it runs, and that Slurm (if here) still knows
-    local job
-    read -r job _ < "$__control_dir/slurm_job_id" 2>/dev/null || return 1
+__running_elsewhere() {  # its marker says it runs, and an executor plugin's check says: on another machine
     __current_state && [[ $__state == launched || $__state == step-started.* || $__state == step-completed.* ]] || return 1
-    ! command -v squeue > /dev/null || [[ -n $(squeue -h -j "$job" -o %i 2>/dev/null) ]]
+    __running_elsewhere_plugins  # written after this file by drypipe (task_script.task_lib_text)
 }
 
 __main() {

@@ -21,6 +21,7 @@ fi
 # python3 / python3-venv: the system interpreter is the one the unprivileged ssh test user
 # runs (root's pyenv lives under /root, mode 700) and the one the moto venv is built from.
 PACKAGES=(slurmctld slurmd slurm-client munge
+          slurmdbd mariadb-server  # accounting in the test cluster: sacct (states, MaxRSS, TotalCPU of jobs)
           openssh-server openssh-client rsync
           procps tmux curl iproute2 python3 python3-venv
           chromium     # headless: tests/ux open the HTML report of report-execution-times, and the docs site offline, in it

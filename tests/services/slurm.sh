@@ -16,12 +16,13 @@
 #   DRYPIPE_SLURM_STATE_DIR     STATE_DIR
 # Non-root users can submit too (STATE_DIR is made world-readable; its parents must be o+x).
 # Accounting: sacct reports jobs (states, MaxRSS, TotalCPU: jobacct_gather/linux samples every
-# second); a finished job shows in sacct within ~1 s. MariaDB (data dir, socket under
+# second); a finished job shows in sacct within ~1-2 s. MariaDB (data dir, socket under
 # STATE_DIR, TCP on 127.0.0.1) and slurmdbd are started before slurmctld.
-# Timing facts: start takes ~0.15 s without accounting (TODO), but slurmctld starts no job until ~3 s after it
-# started (its first scheduling pass); later a job starts within ~1 s of submission (the
-# scheduler runs once a second). `sbatch --wait` checks after 2 s, 10 s, 42 s...: poll
-# squeue instead where speed matters. Stopping with running jobs takes up to KillWait (5 s).
+# Timing facts: start takes ~2.6 s (~2.4 s of it for accounting: a fresh MariaDB data dir,
+# slurmdbd creating its tables, slurmctld registering), stop ~2 s. slurmctld starts no job
+# until ~3 s after it started (its first scheduling pass); later a job starts within ~1 s
+# of submission (the scheduler runs once a second). `sbatch --wait` checks after 2 s, 10 s,
+# 42 s...: poll squeue instead where speed matters. Stopping with running jobs takes up to KillWait (5 s).
 # Requires: install.sh has run; root (slurmd must be able to run jobs as any user).
 set -euo pipefail
 SERVICE=slurm

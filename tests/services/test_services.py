@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -21,7 +22,7 @@ def _run(cmd, **kw) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- Slurm
 
 def _wait_for_states(job_id: str, expected_count: int, timeout: float = 60) -> dict[str, str]:
-    """Poll `squeue -t all` (sacct does not work without slurmdbd) until the job's
+    """Poll `squeue -t all` (the controller's view: sacct lags a little) until the job's
     `expected_count` records are all finished. Faster than sbatch --wait, which sleeps
     2 s, then 8 s, then 32 s between its checks."""
     deadline = time.monotonic() + timeout
@@ -84,6 +85,25 @@ def test_slurm_failed_job_and_parallelism(slurm_cluster, tmp_path):
     assert _wait_for_states(fail, 1) == {fail: "FAILED"}
     show = _run(["scontrol", "show", "job", fail]).stdout
     assert "ExitCode=3:0" in show
+
+
+def test_slurm_sacct_reports_a_finished_job(slurm_cluster, tmp_path):
+    # Accounting works: a finished job is in sacct with its state, exit code, the peak RSS of
+    # its batch step (100 MiB held for 2 s: the 1 s sampling sees it) and its CPU time.
+    job_id = _run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap",
+                   "python3 -c 'import time; b = bytearray(100 << 20); time.sleep(2)'; exit 4"]).stdout.strip()
+    assert _wait_for_states(job_id, 1) == {job_id: "FAILED"}
+    deadline = time.monotonic() + 15
+    while True:
+        out = _run(["sacct", "-n", "-P", "-j", job_id, "-o", "JobID,State,ExitCode,MaxRSS,TotalCPU"]).stdout
+        rows = {line.split("|")[0]: line.split("|")[1:] for line in out.splitlines() if line}
+        if rows.get(f"{job_id}.batch", ["", "", ""])[2] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert rows[job_id][:2] == ["FAILED", "4:0"], out
+    max_rss = rows[f"{job_id}.batch"][2]
+    assert max_rss.endswith("K") and int(max_rss[:-1]) >= 100 * 1024, out
+    assert re.fullmatch(r"\d\d:\d\d\.\d{3}", rows[job_id][3]), out
 
 
 # --------------------------------------------------------------------------- sshd

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tests.helpers import REPO, wait_until  # noqa: F401  (re-exported for the tests)
 
-# The CLI with the Slurm commands registered (also when drypipe/cli/__init__.py does not yet
-# import drypipe.cli.slurm_commands).
-CLI = "import drypipe.cli.slurm_commands; from drypipe.cli import main; main()"
+# The CLI of this checkout (PYTHONPATH); its Slurm commands come from the installed
+# `drypipe.commands` entry points (pip install -e .).
+CLI = "from drypipe.cli import main; main()"
 FAST = ["--sleep-schedule", "0,0.5,1"]
 
 

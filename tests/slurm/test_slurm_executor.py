@@ -109,7 +109,8 @@ def test_jobs_gone_from_squeue_are_looked_up_with_sacct_where_accounting_exists(
     assert "TIMEOUT" in liveness.reason
     assert "-j 999999_0" in (bin_dir / "sacct.calls").read_text()
 
-    fake.unlink()  # the real sacct of this cluster: "accounting storage is disabled"
+    # As sacct answers on a cluster without slurmdbd.
+    fake.write_text('#!/bin/sh\necho "sacct: error: Slurm accounting storage is disabled" >&2\nexit 1\n')
     executor = SlurmExecutor(ExecutorContext(tmp_path / "i"))
     executor._config = sc.ClusterConfig(1001, accounting=True)
     executor._accounting = True
@@ -120,7 +121,7 @@ def test_jobs_gone_from_squeue_are_looked_up_with_sacct_where_accounting_exists(
 
 def test_cluster_config_is_read_once(slurm_cluster):
     config = sc.read_config()
-    assert config.max_array_size == 1001 and config.accounting is False
+    assert config.max_array_size == 1001 and config.accounting is True  # slurmdbd runs
 
 
 @pytest.mark.parametrize("state, outcome", [

@@ -189,7 +189,8 @@ def test_status_exits_with_each_documented_code(tmp_path, failed, done):
 
 # -- help ----------------------------------------------------------------------------------------
 
-SECTION_TITLES = ["Running", "Inspecting", "Setting up", "Slurm", "SSH", "Dendro", "Plumbing"]
+# the core's sections, then the plugins' (by entry-point name: dendro, executors), then Plumbing
+SECTION_TITLES = ["Running", "Inspecting", "Setting up", "Dendro", "Slurm", "SSH", "Plumbing"]
 
 
 def test_help_lists_commands_in_sections_with_examples(tmp_path):
@@ -212,7 +213,7 @@ def test_help_lists_commands_in_sections_with_examples(tmp_path):
 
 def test_help_does_not_import_the_dendro_group(tmp_path):
     code = ("import sys\nfrom drypipe.cli import cli\ntry:\n    cli.main(['--help'], prog_name='drypipe')\n"
-            "except SystemExit:\n    pass\nprint('dendro_bridge' in sys.modules, file=sys.stderr)")
+            "except SystemExit:\n    pass\nprint('dendro_bridge.cli' in sys.modules, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert "  dendro  " in result.stdout
     assert result.stderr.strip() == "False"

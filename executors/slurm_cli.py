@@ -1,31 +1,36 @@
-"""Slurm commands of the CLI: sbatch, sbatch-gen, array-submit, array-create-parent,
-restart-failed-array-tasks.  They work on a prepared instance with no orchestrator running
-(`drypipe prepare`, then submit by hand), and stay safe beside one: every claim of a task is
-an atomic rename of its state marker, so a task is never submitted twice.
+"""The Slurm executor's commands: `drypipe sbatch`, sbatch-gen, array-submit,
+array-create-parent, restart-failed-array-tasks (listed in executors/commands.py).
 
-The Slurm executor is loaded by its entry point, like every executor (drypipe imports none).
+They work on a prepared instance with no orchestrator running (`drypipe prepare`, then submit
+by hand), and stay safe beside one: every claim of a task is an atomic rename of its state
+marker, so a task is never submitted twice.
 """
 from __future__ import annotations
 
 import fnmatch
 import shlex
 import time
+from collections.abc import Sequence
 
 import click
 
 from drypipe import state as st
-from drypipe.cli import cli
+from drypipe.cli import DryPipeCommand
 from drypipe.cli.options import instance_dir_option, key_option, open_instance, task_key_option
 from drypipe.errors import UserError
-from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class
+from drypipe.executor import EndWatch, ExecutorContext, TaskRun
 from drypipe.instance import Instance
 from drypipe.keys import check_task_key
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
+from executors.slurm import SlurmExecutor
+from executors.slurm_api import resolve_keys
+
+Claimed = list[tuple[TaskRun, str | None]]  # tasks claimed (marked launched), with their earlier state
 
 
-def _slurm(instance: Instance):
-    return executor_class("slurm")(ExecutorContext(instance.root))
+def _slurm(instance: Instance) -> SlurmExecutor:
+    return SlurmExecutor(ExecutorContext(instance.root))
 
 
 def _conf(instance: Instance, key: str) -> TaskConf:
@@ -45,28 +50,13 @@ def _state(instance: Instance, key: str) -> str | None:
     return st.read_state(str(instance.control_dir(key)))
 
 
-def resolve_keys(instance: Instance, key: str, slurm=None) -> list[str]:
-    """A parent key (array-create-parent), a glob over task keys, or one task key."""
-    if not any(c in key for c in "*?["):
-        check_task_key(key)
-        children = (slurm or _slurm(instance)).parent_keys(key)
-        if children is not None:
-            return children
-        instance.existing_control_dir(key)
-        return [key]
-    keys = sorted(k for k in instance.task_keys() if fnmatch.fnmatchcase(k, key))
-    if not keys:
-        raise UserError(f"no task matches {key!r} in {instance.root}")
-    return keys
-
-
 def _start_step(state: str | None) -> int:
     return st.step_of(state) if st.is_failure(state) else 0
 
 
-def _claim(instance: Instance, keys_and_states: list[tuple[str, str | None]]) -> list[tuple[TaskRun, str | None]]:
+def _claim(instance: Instance, keys_and_states: Sequence[tuple[str, str | None]]) -> Claimed:
     """Mark tasks launched (atomic renames); tasks whose marker moved meanwhile are skipped."""
-    claimed = []
+    claimed: Claimed = []
     for key, state in keys_and_states:
         if state is None:
             click.echo(f"skipped {key}: it has no state marker (run `drypipe prepare` first)", err=True)
@@ -79,13 +69,13 @@ def _claim(instance: Instance, keys_and_states: list[tuple[str, str | None]]) ->
     return claimed
 
 
-def unclaim(claimed: list[tuple[TaskRun, str | None]]) -> None:
+def unclaim(claimed: Claimed) -> None:
     """Put back the markers of claimed tasks that were not launched after all."""
     for run, old in claimed:
         TaskRecord.at(run.control_dir).unclaim(old)
 
 
-def _submit_arrays(slurm, claimed: list[tuple[TaskRun, str | None]]) -> None:
+def _submit_arrays(slurm: SlurmExecutor, claimed: Claimed) -> None:
     runs = [run for run, _ in claimed]
     _note_non_slurm(runs)
     slurm.prepare(runs)
@@ -102,11 +92,11 @@ def _submit_arrays(slurm, claimed: list[tuple[TaskRun, str | None]]) -> None:
         click.echo(f"submitted {count} task(s) as Slurm job array {job}")
 
 
-@cli.command("sbatch")
+@click.command("sbatch", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
 @click.option("--wait", is_flag=True, help="Wait for the task to end; exit code 0 only if it completed.")
-def sbatch_command(instance_dir, task_key, wait):
+def sbatch_command(instance_dir: str, task_key: str, wait: bool) -> None:
     """Submit one task to Slurm as a job (runs its sbatch-launcher.sh).
 
     A failed, killed or timed-out task restarts at the step that did not complete.
@@ -139,7 +129,7 @@ def sbatch_command(instance_dir, task_key, wait):
         raise SystemExit(_wait(instance, slurm, run))
 
 
-def _wait(instance: Instance, slurm, run: TaskRun) -> int:
+def _wait(instance: Instance, slurm: SlurmExecutor, run: TaskRun) -> int:
     """Until the task records a final state, or its job is gone without one (after a grace period)."""
     watch = EndWatch()
     next_poll = 0.0
@@ -158,10 +148,10 @@ def _wait(instance: Instance, slurm, run: TaskRun) -> int:
         time.sleep(0.5)
 
 
-@cli.command("sbatch-gen")
+@click.command("sbatch-gen", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
-def sbatch_gen(instance_dir, task_key):
+def sbatch_gen(instance_dir: str, task_key: str) -> None:
     """Print the sbatch command that submits a task, without running it."""
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
@@ -171,11 +161,11 @@ def sbatch_gen(instance_dir, task_key):
     click.echo(shlex.join(slurm.sbatch_command(run)))
 
 
-@cli.command("array-submit")
+@click.command("array-submit", cls=DryPipeCommand)
 @instance_dir_option
 @key_option("A parent key (see array-create-parent) or a glob over task keys.", "KEY|GLOB")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Submit at most N tasks.")
-def array_submit(instance_dir, task_key, limit):
+def array_submit(instance_dir: str, task_key: str, limit: int | None) -> None:
     """Submit the ready tasks of a parent key (or matching a glob) as one Slurm job array.
 
     Tasks with different TaskConfs go out as one array per TaskConf; arrays larger than the
@@ -183,7 +173,7 @@ def array_submit(instance_dir, task_key, limit):
     """
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
-    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key, slurm)]
+    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key)]
     ready = [(k, s) for k, s in candidates if s == st.READY][:limit]
     if not ready:
         counts: dict[str, int] = {}
@@ -196,12 +186,12 @@ def array_submit(instance_dir, task_key, limit):
         _submit_arrays(slurm, claimed)
 
 
-@cli.command("array-create-parent")
+@click.command("array-create-parent", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
 @click.argument("glob", required=False)
 @click.option("--filter", "filter_glob", metavar="GLOB", help="The children: tasks whose key matches GLOB.")
-def array_create_parent(instance_dir, task_key, glob, filter_glob):
+def array_create_parent(instance_dir: str, task_key: str, glob: str | None, filter_glob: str | None) -> None:
     """Create a parent key naming the tasks that match a glob, for array-submit and
     restart-failed-array-tasks (as in `drypipe array-create-parent -k all-chunks 'chunk.*'`)."""
     instance = open_instance(instance_dir)
@@ -219,17 +209,18 @@ def array_create_parent(instance_dir, task_key, glob, filter_glob):
     click.echo(f"parent {task_key}: {len(keys)} task(s) ({path})")
 
 
-@cli.command("restart-failed-array-tasks")
+@click.command("restart-failed-array-tasks", cls=DryPipeCommand)
 @instance_dir_option
 @key_option("A parent key or a glob over task keys.", "KEY|GLOB")
 @click.option("--include-pre-launch", is_flag=True,
-              help="Also restart tasks submitted but never started whose job is gone (e.g. scancel of a pending array).")
-def restart_failed_array_tasks(instance_dir, task_key, include_pre_launch):
+              help="Also restart tasks submitted but never started whose job is gone "
+                   "(e.g. scancel of a pending array).")
+def restart_failed_array_tasks(instance_dir: str, task_key: str, include_pre_launch: bool) -> None:
     """Resubmit the failed, killed, timed-out and lost tasks of a parent (or glob) as one job
     array; each restarts at the step that did not complete."""
     instance = open_instance(instance_dir)
     slurm = _slurm(instance)
-    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key, slurm)]
+    candidates = [(k, _state(instance, k)) for k in resolve_keys(instance, task_key)]
     chosen = [(k, s) for k, s in candidates if st.is_failure(s)]
     if include_pre_launch:
         launched = [TaskRun(k, instance.root, _conf(instance, k)) for k, s in candidates if s == st.LAUNCHED]

@@ -1,38 +1,41 @@
-"""Commands for tasks that run on remote hosts over SSH (`TaskConf(ssh_specs=...)`):
+"""The SSH executor's commands, for tasks that run on remote hosts (`TaskConf(ssh_specs=...)`):
 remote-exec, fetch-remote-state, upload-task-inputs, upload-drypipe-for-remote-instance,
 array-upload, array-download, array-submit-from-remote, array-watch-from-remote,
-array-rsync-list (and `task --ssh-remote-dest`).
+array-rsync-list, and the handler of `drypipe task --ssh-remote-dest` (listed in
+executors/commands.py).
 
 They work on a prepared instance with or without an orchestrator (`drypipe run` adopts what
-they start): every start claims the task by an atomic rename of its marker.  The SSH executor
-is loaded by its entry point, like every executor (drypipe imports none).
+they start): every start claims the task by an atomic rename of its marker.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import click
 
 from drypipe import state as st
-from drypipe.cli import cli
+from drypipe.cli import DryPipeCommand
 from drypipe.cli.options import instance_dir_option, key_option, open_instance, task_key_option
-from drypipe.cli.slurm_commands import resolve_keys, unclaim
 from drypipe.errors import UserError
-from drypipe.executor import EndWatch, ExecutorContext, TaskRun, executor_class, outcome_state
+from drypipe.executor import EndWatch, ExecutorContext, TaskRun, outcome_state
 from drypipe.instance import Instance
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
+from executors.slurm_api import resolve_keys
+from executors.ssh import SshExecutor
 
 group_key_option = key_option("A task key, a glob over task keys, or a parent key (see array-create-parent).",
                               "KEY|GLOB")
-wait_option = click.option("--wait", is_flag=True, help="Wait until the task(s) end; exit code 0 only if all completed.")
+wait_option = click.option("--wait", is_flag=True,
+                           help="Wait until the task(s) end; exit code 0 only if all completed.")
 
 
-def _ssh(instance: Instance):
-    return executor_class("ssh")(ExecutorContext(instance.root))
+def _ssh(instance: Instance) -> SshExecutor:
+    return SshExecutor(ExecutorContext(instance.root))
 
 
-def _conf(instance: Instance, ssh, key: str) -> TaskConf:
+def _conf(instance: Instance, ssh: SshExecutor, key: str) -> TaskConf:
     instance.existing_control_dir(key)
     conf = TaskRecord(instance.root, key).task_conf()
     record = ssh.read_record(key) or {}
@@ -41,7 +44,7 @@ def _conf(instance: Instance, ssh, key: str) -> TaskConf:
     return conf
 
 
-def _run(instance: Instance, ssh, key: str) -> TaskRun:
+def _run(instance: Instance, ssh: SshExecutor, key: str) -> TaskRun:
     conf = _conf(instance, ssh, key)
     if not conf.ssh_specs:
         raise UserError(f"task {key} does not run over ssh (its TaskConf has no ssh_specs)")
@@ -49,7 +52,7 @@ def _run(instance: Instance, ssh, key: str) -> TaskRun:
     return TaskRun(key, instance.root, conf, st.step_of(state) if st.is_failure(state) else 0)
 
 
-def _runs(instance: Instance, ssh, pattern: str) -> list[TaskRun]:
+def _runs(instance: Instance, ssh: SshExecutor, pattern: str) -> list[TaskRun]:
     runs = []
     for key in resolve_keys(instance, pattern):
         conf = _conf(instance, ssh, key)
@@ -65,7 +68,8 @@ def _state(instance: Instance, key: str) -> str | None:
     return st.read_state(str(instance.control_dir(key)))
 
 
-def _launch(instance: Instance, ssh, runs: list[TaskRun], startable) -> list[TaskRun]:
+def _launch(instance: Instance, ssh: SshExecutor, runs: list[TaskRun],
+            startable: Callable[[str | None], bool]) -> list[TaskRun]:
     """Claim (marker -> launched) the runs whose state `startable` accepts, and launch them."""
     claimed: list[tuple[TaskRun, str | None]] = []
     for run in runs:
@@ -81,15 +85,16 @@ def _launch(instance: Instance, ssh, runs: list[TaskRun], startable) -> list[Tas
         return []
     try:
         handles = ssh.launch([run for run, _ in claimed])
-    except UserError:
-        unclaim(claimed)
+    except UserError:  # nothing started: put the markers back
+        for run, old in claimed:
+            TaskRecord.at(run.control_dir).unclaim(old)
         raise
     for run, _ in claimed:
         run.handle = handles.get(run.key)
     return [run for run, _ in claimed]
 
 
-def _wait(instance: Instance, ssh, runs: list[TaskRun]) -> int:
+def _wait(instance: Instance, ssh: SshExecutor, runs: list[TaskRun]) -> int:
     """Poll the hosts (one command each per round) until every task has a final state."""
     watch = EndWatch()
     pending = list(runs)
@@ -119,8 +124,12 @@ def _startable_one(state: str | None) -> bool:
     return state in (st.READY, st.WAITING) or st.is_failure(state) or state == st.COMPLETED
 
 
-def run_on_remote_dest(instance: Instance, key: str, dest: str, wait: bool) -> None:
-    """`drypipe task -k KEY --ssh-remote-dest user@host[:port]:/remote/base[:/path/to/key]`."""
+def task_on_remote_dest(ctx: click.Context, dest: str) -> None:
+    """`drypipe task -k KEY --ssh-remote-dest user@host[:port]:/remote/base[:/path/to/key]`: run
+    the task on that host instead (see `drypipe remote-exec`)."""
+    instance = open_instance(ctx.params["instance_dir"])
+    key: str = ctx.params["task_key"]
+    wait: bool = ctx.params["wait"]
     ssh = _ssh(instance)
     conf = ssh.with_remote_dest(_conf(instance, ssh, key), dest)
     state = _state(instance, key)
@@ -138,11 +147,11 @@ def run_on_remote_dest(instance: Instance, key: str, dest: str, wait: bool) -> N
     click.echo(f"note: `drypipe fetch-remote-state -k {key}` brings its results back when it ends", err=True)
 
 
-@cli.command("remote-exec")
+@click.command("remote-exec", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
 @wait_option
-def remote_exec(instance_dir, task_key, wait):
+def remote_exec(instance_dir: str, task_key: str, wait: bool) -> None:
     """Run one ssh task on its host now: upload it and its inputs, start it there.
 
     A failed task restarts at the step that failed.  With --wait, its results are downloaded
@@ -166,11 +175,11 @@ def remote_exec(instance_dir, task_key, wait):
         raise SystemExit(_wait(instance, ssh, [run]))
 
 
-@cli.command("fetch-remote-state")
+@click.command("fetch-remote-state", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
 @wait_option
-def fetch_remote_state(instance_dir, task_key, wait):
+def fetch_remote_state(instance_dir: str, task_key: str, wait: bool) -> None:
     """Ask the task's host for its state; download its results if it has ended."""
     instance = open_instance(instance_dir)
     ssh = _ssh(instance)
@@ -185,10 +194,10 @@ def fetch_remote_state(instance_dir, task_key, wait):
     click.echo(f"{task_key}\t{state or 'none'}{note}")
 
 
-@cli.command("upload-task-inputs")
+@click.command("upload-task-inputs", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
-def upload_task_inputs(instance_dir, task_key):
+def upload_task_inputs(instance_dir: str, task_key: str) -> None:
     """Upload a task (control dir, task runtime, code) and exactly the inputs it consumes to its
     host, without starting it."""
     instance = open_instance(instance_dir)
@@ -197,10 +206,10 @@ def upload_task_inputs(instance_dir, task_key):
         click.echo(f"{key}: uploaded to {where}")
 
 
-@cli.command("upload-drypipe-for-remote-instance")
+@click.command("upload-drypipe-for-remote-instance", cls=DryPipeCommand)
 @instance_dir_option
 @task_key_option
-def upload_drypipe_for_remote_instance(instance_dir, task_key):
+def upload_drypipe_for_remote_instance(instance_dir: str, task_key: str) -> None:
     """Install drypipe (for python calls) in a venv on the task's host: a wheel of this drypipe,
     installed only if the version there differs."""
     instance = open_instance(instance_dir)
@@ -208,10 +217,10 @@ def upload_drypipe_for_remote_instance(instance_dir, task_key):
     click.echo(f"drypipe for python calls: {ssh.install_drypipe(_run(instance, ssh, task_key))}")
 
 
-@cli.command("array-upload")
+@click.command("array-upload", cls=DryPipeCommand)
 @instance_dir_option
 @group_key_option
-def array_upload(instance_dir, task_key):
+def array_upload(instance_dir: str, task_key: str) -> None:
     """Upload many ssh tasks and their inputs (one rsync per host), without starting them."""
     instance = open_instance(instance_dir)
     ssh = _ssh(instance)
@@ -219,10 +228,10 @@ def array_upload(instance_dir, task_key):
     click.echo(f"uploaded {len(placed)} task(s)")
 
 
-@cli.command("array-download")
+@click.command("array-download", cls=DryPipeCommand)
 @instance_dir_option
 @group_key_option
-def array_download(instance_dir, task_key):
+def array_download(instance_dir: str, task_key: str) -> None:
     """Download the outputs and logs of many ssh tasks (one rsync per host); the ones that
     ended there get their final state here too."""
     instance = open_instance(instance_dir)
@@ -235,11 +244,11 @@ def array_download(instance_dir, task_key):
     _print_counts(instance, runs)
 
 
-@cli.command("array-submit-from-remote")
+@click.command("array-submit-from-remote", cls=DryPipeCommand)
 @instance_dir_option
 @group_key_option
 @wait_option
-def array_submit_from_remote(instance_dir, task_key, wait):
+def array_submit_from_remote(instance_dir: str, task_key: str, wait: bool) -> None:
     """Submit the ready ssh tasks of a parent (or glob) to their host's Slurm as job arrays
     (one per TaskConf); ssh tasks with executer_type="process" start as processes there."""
     instance = open_instance(instance_dir)
@@ -261,11 +270,11 @@ def array_submit_from_remote(instance_dir, task_key, wait):
         raise SystemExit(_wait(instance, ssh, launched))
 
 
-@cli.command("array-watch-from-remote")
+@click.command("array-watch-from-remote", cls=DryPipeCommand)
 @instance_dir_option
 @group_key_option
 @wait_option
-def array_watch_from_remote(instance_dir, task_key, wait):
+def array_watch_from_remote(instance_dir: str, task_key: str, wait: bool) -> None:
     """Poll the hosts of many ssh tasks (one command per host) and download the ended ones."""
     instance = open_instance(instance_dir)
     ssh = _ssh(instance)
@@ -280,11 +289,11 @@ def array_watch_from_remote(instance_dir, task_key, wait):
     _print_counts(instance, runs)
 
 
-@cli.command("array-rsync-list")
+@click.command("array-rsync-list", cls=DryPipeCommand)
 @instance_dir_option
 @group_key_option
 @click.option("--download", is_flag=True, help="List what comes back when the tasks end instead.")
-def array_rsync_list(instance_dir, task_key, download):
+def array_rsync_list(instance_dir: str, task_key: str, download: bool) -> None:
     """Print the files an upload of the tasks sends (relative to the instance dir; for
     `rsync --files-from` or Globus), or with --download what comes back."""
     instance = open_instance(instance_dir)

@@ -68,6 +68,8 @@ class ExecutorPlugin(Generic[S]):
       executer_type says (SSH's ssh_specs: executer_type then says how it runs there).
     - `handle`: what identifies a task's job for `drypipe status`, from its record (None: the
       task's local pid is shown, if any).
+    - `origin`: where a completed task's results came from when its backend did not run it
+      (Dendro's cache: "from Dendro cache, job J"), from its record; `drypipe why` shows it.
     - `scratch_dir_variable`: the environment variable naming the node-local scratch directory
       of a job (`$__scratch_dir` is the first one set, else output/<key>/scratch).
     - `running_elsewhere`: the body of a bash function of the task runtime that succeeds while
@@ -84,6 +86,7 @@ class ExecutorPlugin(Generic[S]):
     aliases: Mapping[str, str] = field(default_factory=dict)
     selected_by: tuple[str, ...] = ()
     handle: Callable[[TaskRecord], str | None] | None = None
+    origin: Callable[[TaskRecord], str | None] | None = None
     scratch_dir_variable: str | None = None
     running_elsewhere: str | None = None
     submits_ahead: bool = False

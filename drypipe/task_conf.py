@@ -7,6 +7,7 @@ SSH's host ...) are declared by its plugin (drypipe.plugins): a keyword that nam
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class TaskConf:
     def __init__(self, executer_type: str | None = None, **kwargs: Any):
         given, options, unknown = _split(kwargs)
         if unknown:
-            raise UserError(f"TaskConf: unknown field(s) {', '.join(unknown)}")
+            raise UserError(_unknown_message(unknown))
         # The fields the pipeline set itself (the plugin settings by name): configuration
         # files (drypipe.config) fill the others.
         named = {*given, *(["executer_type"] if executer_type is not None else []),
@@ -173,7 +174,7 @@ class TaskConf:
         (configuration files: TaskConf keywords, executor_options merged key by key)."""
         fields, options, unknown = _split(defaults)
         if unknown:
-            raise UserError(f"TaskConf: unknown field(s) {', '.join(unknown)}")
+            raise UserError(_unknown_message(unknown))
         fields.update({name: getattr(self, name) for name in self._given
                        if name in _NAMES and name != "executor_options"})
         options = {**options, **{name: value for name, value in self.executor_options.items()
@@ -225,6 +226,17 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value
+
+
+def _unknown_message(unknown: list[str]) -> str:
+    """One line for keywords that are neither TaskConf fields nor settings of an installed
+    executor plugin: the nearest known names, and where to see them all."""
+    known = TaskConf.field_names()
+    hints = [f"{name} -> {close[0]}" for name in unknown
+             for close in [difflib.get_close_matches(name, known, n=1)] if close]
+    did_you_mean = f" (did you mean {', '.join(hints)}?)" if hints else ""
+    return (f"TaskConf: unknown field(s) {', '.join(unknown)}{did_you_mean}: not a TaskConf field nor a setting "
+            "of an installed executor plugin (drypipe executors lists them)")
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any, list[str]]:

@@ -3,6 +3,7 @@ its handle; Dendro tasks are submitted ahead of their upstream jobs' end, and th
 fails them when one of those fails."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,20 @@ def job_handle(record: TaskRecord) -> str | None:
     return handle_from_json(record, RECORD_FILE, "job_id")
 
 
+def cache_origin(record: TaskRecord) -> str | None:
+    """A task whose job the service found in its cache (it did not run again)."""
+    try:
+        job = json.loads(record.path(RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return f"from Dendro cache, job {job['job_id']}" if isinstance(job, dict) and job.get("cache_hit") else None
+
+
 PLUGIN: ExecutorPlugin[DendroSettings] = ExecutorPlugin(
     name="dendro",
     executor="executors.dendro:DendroExecutor",
     settings=DendroSettings,
     handle=job_handle,
+    origin=cache_origin,
     submits_ahead=True,
 )

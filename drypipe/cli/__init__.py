@@ -78,7 +78,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("Inspecting", "drypipe status -i /data/run1 --state failed",
      ["status", "why", "graph", "report-execution-times", "list-states", "poll-task", "dump-env"]),
     ("Setting up", "drypipe config show -i /data/run1",
-     ["config", "cache", "completion", "upgrade-drypipe"]),
+     ["config", "executors", "cache", "completion", "upgrade-drypipe"]),
 ]
 PLUMBING = "Plumbing"
 PLUMBING_TITLE = "Plumbing (used by drypipe itself and by scripts)"
@@ -261,4 +261,4 @@ def main() -> None:
     cli(prog_name="drypipe")
 
 
-from drypipe.cli import cache_commands, run_commands, task_commands, ux_commands  # noqa: E402,F401  (registers subcommands)
+from drypipe.cli import cache_commands, executor_commands, run_commands, task_commands, ux_commands  # noqa: E402,F401  (registers subcommands)

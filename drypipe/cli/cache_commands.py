@@ -5,11 +5,11 @@ import datetime
 import difflib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
+from drypipe import plugins
 from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.cache import open_cache
@@ -23,6 +23,7 @@ from drypipe.cli.options import (
     task_selection_options,
 )
 from drypipe.digests import DigestCache
+from drypipe.display import executor_of
 from drypipe.dry_run import RUNNING, STAYS_FAILED, WOULD_WAIT, Plan, Prediction, failed_hint, plan
 from drypipe.dsl import evaluate, load_pipeline
 from drypipe.errors import UserError
@@ -130,7 +131,6 @@ def why(instance_dir: str, generator: str, selection: TaskSelection) -> None:
 
 def _why(instance: Instance, predicted: Plan, task_key: str) -> None:
     signer = predicted.signer
-    control = instance.control_dir(task_key)
     task_record = TaskRecord(instance.root, task_key)
     state = task_record.state()
     record = task_record.signature_record()
@@ -140,7 +140,7 @@ def _why(instance: Instance, predicted: Plan, task_key: str) -> None:
     elif record is None:
         click.echo(f"{task_key} is completed; no signature was recorded (it will be adopted as is)")
     elif record["signature"] == signer.signature(task_key):
-        origin = f" (restored from cache {cached[0]})" if cached else _dendro_origin(control)
+        origin = f" (restored from cache {cached[0]})" if cached else _backend_origin(task_record)
         click.echo(f"{task_key} is up to date{origin}: signature {record['signature'][:12]}")
     else:
         click.echo(f"{task_key} is stale and will rerun:")
@@ -160,13 +160,11 @@ def _what_run_does(prediction: Prediction) -> str:
     return f"{action.replace('would', 'it will')}" + (f" {detail}" if detail else "")
 
 
-def _dendro_origin(control: Path) -> str:
-    """A task of the Dendro executor whose job came from the Dendro cache (.drypipe/<key>/dendro_job)."""
-    try:
-        job = json.loads((control / "dendro_job").read_text())
-    except (OSError, ValueError):
-        return ""
-    return f" (from Dendro cache, job {job['job_id']})" if isinstance(job, dict) and job.get("cache_hit") else ""
+def _backend_origin(record: TaskRecord) -> str:
+    """Where the task's executor says its results came from (a backend's own cache), if it knows."""
+    found = plugins.plugins().get(executor_of(record.conf_document()["task_conf"]))
+    origin = found.origin(record) if found is not None and found.origin is not None else None
+    return f" ({origin})" if origin else ""
 
 
 @cli.group()

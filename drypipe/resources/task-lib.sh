@@ -5,9 +5,17 @@
 #   __output_var_names (array), __output_files (array, filled by task-env.sh)
 
 # Bash's loadable mkdir/rmdir (Debian package bash-builtins), where installed, save a fork each.
+# They know fewer options than coreutils' (no -v, no --): user code gets the real commands back
+# (__user_code_shell).
+__loadables=()
 for __builtin in mkdir rmdir; do
-    [[ -f /usr/lib/bash/$__builtin ]] && enable -f "/usr/lib/bash/$__builtin" "$__builtin" 2>/dev/null
+    [[ -f /usr/lib/bash/$__builtin ]] && enable -f "/usr/lib/bash/$__builtin" "$__builtin" 2>/dev/null &&
+        __loadables+=("$__builtin")
 done
+
+__user_code_shell() {  # in the subshell of a step, before any user code runs
+    if ((${#__loadables[@]})); then enable -n "${__loadables[@]}"; fi
+}
 
 __usage() {
     cat <<USAGE
@@ -396,7 +404,7 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             exit 143
         fi
         __transition "step-started.$__step" || exit 1
-        ( __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
+        ( __user_code_shell; __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
           __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
         __child=$!
         while :; do
@@ -548,6 +556,7 @@ __main() {
         run)
             if [[ -n $step_only ]]; then
                 __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; return 1; }
+                __user_code_shell
                 __run_step "$step_only"
             elif [[ -n $at_step && ! ( $at_step =~ ^[0-9]+$ && 10#$at_step -lt __step_count ) ]]; then
                 echo "task $__task_key: --at-step $at_step: the task has steps 0 to $((__step_count - 1))" >&2

@@ -1,0 +1,36 @@
+"""A bash step runs the user's commands as on the command line: the task runtime's own speed-ups
+(bash's loadable mkdir/rmdir of the bash-builtins package) never replace the user's coreutils."""
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import drypipe, state_of, write_module
+
+LOADABLES = Path("/usr/lib/bash/mkdir")
+
+STRICT = '''
+from dry_pipe import TaskConf
+
+def gen(dsl):
+    yield dsl.task(key="coreutils", task_conf=TaskConf(bash_strict=True)).calls("""
+        mkdir -pv made/deeper
+        rmdir -v made/deeper
+        mkdir -- -dash
+    """)()
+'''
+
+
+def test_coreutils_options_work_in_a_step(tmp_path):
+    if not LOADABLES.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("bash-builtins is not installed (tests/services/install.sh installs it)")
+        pytest.skip("bash-builtins not installed: nothing can shadow coreutils")
+    write_module(tmp_path, "coreutils_steps", STRICT)
+    instance = tmp_path / "i"
+    drypipe("run", "-p", "coreutils_steps:gen", "-i", str(instance), cwd=tmp_path, check=True)
+    assert state_of(instance, "coreutils") == "completed"
+    out = (instance / ".drypipe/coreutils/out.log").read_text()
+    assert "invalid option" not in out, out
+    assert "created directory 'made/deeper'" in out and "removing directory, 'made/deeper'" in out, out
+    assert (instance / "output/coreutils/-dash").is_dir()

@@ -232,11 +232,10 @@ def _unknown_message(unknown: list[str]) -> str:
     """One line for keywords that are neither TaskConf fields nor settings of an installed
     executor plugin: the nearest known names, and where to see them all."""
     known = TaskConf.field_names()
-    hints = [f"{name} -> {close[0]}" for name in unknown
-             for close in [difflib.get_close_matches(name, known, n=1)] if close]
-    did_you_mean = f" (did you mean {', '.join(hints)}?)" if hints else ""
-    return (f"TaskConf: unknown field(s) {', '.join(unknown)}{did_you_mean}: not a TaskConf field nor a setting "
-            "of an installed executor plugin (drypipe executors lists them)")
+    hints = [close[0] for name in unknown for close in [difflib.get_close_matches(name, known, n=1)] if close]
+    did_you_mean = f"; did you mean {' or '.join(hints)}?" if hints else ""
+    return (f"TaskConf: unknown field(s) {', '.join(unknown)}{did_you_mean} (TaskConf fields: docs/dsl.md; "
+            "settings of the installed executors: drypipe executors)")
 
 
 def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any, list[str]]:

@@ -39,5 +39,5 @@ def test_a_restarted_task_appends_its_run_below_a_separator(tmp_path):
     lines = out_log.read_text().splitlines()
     assert lines[:len(first)] == first  # nothing of the failed run is lost
     separator = SEPARATOR.match(lines[len(first)])
-    assert separator and separator.group(1) == "2", lines  # --restart-failed resumed at the second step
+    assert separator and separator.group(1) == "1", lines  # resumed where failed.1 says, the second step
     assert lines[len(first) + 1:] == ["second step ran"]

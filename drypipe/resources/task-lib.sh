@@ -365,12 +365,12 @@ __refuse_start() {  # __refuse_start STEP: the task cannot start (its inputs are
     exit 1
 }
 
-__separate_runs() {  # $1: the first step. A rerun's output starts below a line saying so (a retry's has one)
+__separate_runs() {  # $1: the first step (numbered as in state markers). A rerun's output starts below a line saying so (a retry's has one)
     local log=$__control_dir/out.log last  # $__out_log comes with task-env.sh, loaded later
     [[ -s $log ]] || return 0
     last=$(tail -n 1 "$log")
     [[ $last == "===== "* ]] ||
-        printf '===== run from step %s (%(%Y-%m-%dT%H:%M:%S)T) =====\n' "$(($1 + 1))" -1 >> "$log"
+        printf '===== run from step %s (%(%Y-%m-%dT%H:%M:%S)T) =====\n' "$1" -1 >> "$log"
 }
 
 __run() {  # locals are __-prefixed: output variables (any other name) are sourced into this shell

@@ -118,9 +118,8 @@ def test_bad_file_is_one_clear_line(tmp_path):
     result = drypipe("run", "-p", "confp:pipeline", "-i", str(instance), cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert result.stderr == (f"drypipe: error: instance file {instance / 'drypipe.yaml'}: task_conf: "
-                             "TaskConf: unknown field(s) slurm_acount (did you mean slurm_acount -> slurm_account?): "
-                             "not a TaskConf field nor a setting of an installed executor plugin "
-                             "(drypipe executors lists them)\n")
+                             "TaskConf: unknown field(s) slurm_acount; did you mean slurm_account? (TaskConf "
+                             "fields: docs/dsl.md; settings of the installed executors: drypipe executors)\n")
     (instance / "drypipe.yaml").write_text("max_local_job: 2\n")
     result = drypipe("config", "show", "-i", str(instance), cwd=tmp_path, env=env)
     assert result.returncode == 1 and "unknown setting(s) max_local_job (known: task_conf, cache, " in result.stderr

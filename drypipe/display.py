@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -24,16 +23,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Set
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from drypipe import state as st
 from drypipe.graph import numbered_pattern
-from drypipe.instance import Instance
-from drypipe.task_record import TaskRecord
-from drypipe.text import first_of
+from drypipe.instance import Instance, shown_path
+from drypipe.task_record import TaskRecord, log_path
+from drypipe.text import first_of, plural
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -44,6 +42,10 @@ if TYPE_CHECKING:
     from drypipe.scheduler import RunSummary, Scheduler
 
 GROUPS = (*st.GROUPS, "cached")
+# The failures as `drypipe status` and the summary name them (st.name_of), and a failed task
+# that runs again: counted and shown apart from `failed` when there are any.
+FAILURES = ("failed", "killed", "timed-out", "lost")
+EXTRA = ("retrying", *FAILURES[1:])
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-_]")
 
 
@@ -110,20 +112,7 @@ PANEL_WIDTH = 100  # at most: the panel keeps its width from one frame to the ne
 
 
 def tasks_text(count: int) -> str:
-    return f"{count} task" if count == 1 else f"{count} tasks"
-
-
-def shown_path(path: Path) -> str:
-    """A path as the user can paste it: relative to the current directory when inside it."""
-    try:
-        relative = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return str(path) if relative.startswith("..") else relative
-
-
-def log_path(instance: Instance, key: str) -> str:
-    return shown_path(instance.control_dir(key) / "out.log")
+    return plural(count, "task")
 
 
 def run_log_path(instance: Instance) -> str:
@@ -195,7 +184,12 @@ class Progress:
 
     def _classify(self, scheduler: Scheduler, key: str, state: str | None) -> tuple[str, str, str]:
         conf = scheduler.confs.get(key)
-        group = "cached" if state == st.COMPLETED and key in self._cached else st.group(state)
+        if state == st.COMPLETED and key in self._cached:
+            group = "cached"
+        elif st.is_failure(state) and key in scheduler.retrying:
+            group = "retrying"
+        else:
+            group = st.name_of(state)
         return group, executor_of(conf), numbered_pattern(key)
 
     def _add(self, scheduler: Scheduler, key: str, state: str | None, counts: Counter[str],
@@ -230,10 +224,12 @@ class Progress:
         with self.lock:
             if self._counts is None:  # before the first change: count afresh
                 counts, executors, patterns, groups, running = self._count_all(self.scheduler)
-                return View(counts, executors, patterns, len(groups), running, list(self.failures))
+                failures = self._listed_failures(self.scheduler, counts, groups)
+                return View(counts, executors, patterns, len(groups), running, failures)
+            failures = self._listed_failures(self.scheduler, self._counts, self._group)
             return View(Counter(self._counts), {n: Counter(c) for n, c in self._executors.items()},
                         {p: Counter(c) for p, c in self._patterns.items()}, len(self._group),
-                        dict(self._running), list(self.failures))
+                        dict(self._running), failures)
 
     def snapshot(self) -> tuple[Counter[str], dict[str, Counter[str]], int]:
         """(tasks per group, tasks per executor and group, total)."""
@@ -261,19 +257,44 @@ class Progress:
                 self._running.setdefault(key, (time.time(), self._group[key][2]))
             else:
                 self._running.pop(key, None)
-            if new == st.COMPLETED or st.is_failure(new):
+            failed = self._group[key][0] in FAILURES  # not when it runs again
+            if new == st.COMPLETED or failed:
                 self.finished_here += 1
-        if st.is_failure(new):
-            failure = (key, failure_text(self.instance, key, new), log_excerpt(self.instance, key, 3))
+        if failed:
+            failure = self._failure(key, st.text(new))
             with self.lock:
+                self.failures = deque((f for f in self.failures if f[0] != key), maxlen=self.failures.maxlen)
                 self.failures.append(failure)
+
+    def _failure(self, key: str, state: str) -> tuple[str, str, list[str]]:
+        return key, failure_text(self.instance, key, state), log_excerpt(self.instance, key, 3)
+
+    def _listed_failures(self, scheduler: Scheduler, counts: Counter[str],
+                         groups: dict[str, tuple[str, str, str]]) -> list[tuple[str, str, list[str]]]:
+        """The failures the panel lists: not those running again; failures from before this run
+        (read at its start, or of tasks it adopted) too, while this run has not failed as many
+        (the last in natural order come last)."""
+        self.failures = deque((f for f in self.failures if groups[f[0]][0] in FAILURES), maxlen=self.failures.maxlen)
+        room = (self.failures.maxlen or 0) - len(self.failures)
+        if room <= 0 or sum(counts[g] for g in FAILURES) <= len(self.failures):
+            return list(self.failures)  # every state is scanned only while the list is short
+        listed = {f[0] for f in self.failures}
+        known = sorted((k for k, g in groups.items() if g[0] in FAILURES and k not in listed), key=natural_key)
+        for key in reversed(known[-room:]):
+            self.failures.appendleft(self._failure(key, st.text(scheduler.states.get(key))))
+        return list(self.failures)
+
+    def retry(self, key: str) -> tuple[int, int] | None:
+        """(attempt, of attempts) when a task that failed runs again."""
+        planned = self.scheduler.retrying.get(key) if self.scheduler is not None else None
+        return planned[:2] if planned else None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def eta(self, counts: Counter[str]) -> float | None:
         """Seconds left for the known tasks at this run's pace; None before anything finished."""
-        remaining = counts["waiting"] + counts["ready"] + counts["running"]
+        remaining = counts["waiting"] + counts["ready"] + counts["running"] + counts["retrying"]
         with self.lock:
             done = self.finished_here
         if not remaining:
@@ -288,7 +309,7 @@ def counts_text(counts: Counter[str], total: int) -> str:
     parts = [f"{done}/{total} completed"]
     if counts["cached"]:
         parts[0] += f" ({counts['cached']} cached)"
-    parts += [f"{counts[g]} {g}" for g in ("running", "ready", "waiting", "failed") if counts[g]]
+    parts += [f"{counts[g]} {g}" for g in ("running", "ready", "waiting", "retrying", *FAILURES) if counts[g]]
     return ", ".join(parts)
 
 
@@ -316,6 +337,11 @@ class RunDisplay:
     def stop(self, interrupted: bool = False) -> None:
         """Stop drawing (the run is over, or stopped by Ctrl-C)."""
 
+    def retry_text(self, key: str) -> str:
+        """`, retrying: attempt 2 of 3` after a failure when the task runs again, else ''."""
+        retry = self.progress.retry(key)
+        return f", retrying: attempt {retry[0]} of {retry[1]}" if retry else ""
+
     def message(self, text: str) -> None:
         """A line for the user outside the live display (stderr)."""
         click.echo(text, err=True)
@@ -326,7 +352,7 @@ class RunDisplay:
             click.echo(note)
         counts = summary.counts()
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        click.echo(f"{len(summary.states)} tasks in {seconds:.1f}s: {parts}")
+        click.echo(f"{tasks_text(len(summary.states))} in {seconds:.1f}s: {parts}")
         self.failure_details(summary)
 
     def failure_details(self, summary: RunSummary) -> None:
@@ -334,8 +360,9 @@ class RunDisplay:
         log), what waits on them, and the commands that go on."""
         failed = sorted(summary.failed, key=natural_key)
         for i, key in enumerate(failed[:FAILURES_SHOWN]):
-            reason = failure_text(self.instance, key, summary.states[key])
-            click.echo(f"FAILED {key}: {reason}; log: {log_path(self.instance, key)}", err=True)
+            state = summary.states[key]
+            reason = failure_text(self.instance, key, state)
+            click.echo(f"{st.name_of(state).upper()} {key}: {reason}; log: {log_path(self.instance, key)}", err=True)
             if i < FAILURE_LOGS_SHOWN:
                 for line in log_excerpt(self.instance, key, 6):
                     click.echo(f"    {line}", err=True)
@@ -386,6 +413,8 @@ class PlainDisplay(RunDisplay):
             return
         counts, _, total = self.progress.snapshot()
         what = f"{failure_text(self.instance, key, new)}; log: {log_path(self.instance, key)}" if failure else new
+        if failure and self.progress.retry(key):
+            what = f"{failure_text(self.instance, key, new)}{self.retry_text(key)}"
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         click.echo(f"{stamp} {key}: {what}  [{counts_text(counts, total)}; "
                    f"{duration_text(self.progress.elapsed())} elapsed]")
@@ -406,12 +435,15 @@ class JsonDisplay(RunDisplay):
         counts, _, total = self.progress.snapshot()
         scheduler = self.progress.scheduler
         conf = scheduler.confs.get(key) if scheduler is not None else None
+        retry = self.progress.retry(key) if st.is_failure(new) else None
         event: dict[str, Any] = {
             "event": "state", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": round(time.time(), 3),
-            "task": key, "old": old, "new": new, "group": st.group(new),
+            "task": key, "old": old, "new": new, "group": "retrying" if retry else st.name_of(new),
             "executor": executor_of(conf) if conf is not None else None,
-            "counts": {g: counts[g] for g in GROUPS}, "total": total,
+            "counts": {g: counts[g] for g in (*GROUPS, *EXTRA) if g in GROUPS or counts[g]}, "total": total,
         }
+        if retry:
+            event["retry"] = {"attempt": retry[0], "of": retry[1]}
         if st.is_failure(new):
             event["reason"] = TaskRecord(self.instance.root, key).failure_reason()
             event["log"] = str(self.instance.control_dir(key) / "out.log")
@@ -437,7 +469,8 @@ class JsonDisplay(RunDisplay):
 
 
 _STYLES = {"waiting": "dim", "ready": "cyan", "running": "blue", "completed": "green",
-           "failed": "bold red", "cached": "magenta"}
+           "failed": "bold red", "cached": "magenta", "retrying": "yellow", "killed": "red", "timed-out": "red",
+           "lost": "red"}
 
 
 class LiveDisplay(RunDisplay):
@@ -507,7 +540,8 @@ class LiveDisplay(RunDisplay):
     def on_change(self, key: str, old: str | None, new: str | None) -> None:
         super().on_change(key, old, new)
         if self.live is not None and self.verbose and (new == st.COMPLETED or st.is_failure(new)):
-            self.live.console.print(f"{time.strftime('%H:%M:%S')} {key}: {new}", markup=False, highlight=False)
+            text = f"{time.strftime('%H:%M:%S')} {key}: {new}{self.retry_text(key) if st.is_failure(new) else ''}"
+            self.live.console.print(text, markup=False, highlight=False)
 
     def render(self) -> Panel:
         from rich.console import Group
@@ -530,11 +564,12 @@ class LiveDisplay(RunDisplay):
         from rich.table import Table
         from rich.text import Text
 
+        shown = [*GROUPS, *(g for g in EXTRA if view.counts[g])]
         states = Table.grid(padding=(0, 2))
-        for _ in GROUPS:
+        for _ in shown:
             states.add_column(justify="right")
-        states.add_row(*[Text(g, style=_STYLES[g]) for g in GROUPS])
-        states.add_row(*[Text(str(view.counts[g]), style=_STYLES[g] if view.counts[g] else "dim") for g in GROUPS])
+        states.add_row(*[Text(g, style=_STYLES[g]) for g in shown])
+        states.add_row(*[Text(str(view.counts[g]), style=_STYLES[g] if view.counts[g] else "dim") for g in shown])
         return states
 
     def _bar(self, view: View, inner: int) -> Table:
@@ -588,8 +623,9 @@ class LiveDisplay(RunDisplay):
         patterns = sorted(view.patterns, key=natural_key)
         for pattern in patterns[:PANEL_GROUPS]:
             c = view.patterns[pattern]
+            failed = sum(c[g] for g in FAILURES)  # killed and the like too: the column is narrow
             table.add_row(pattern, str(c["completed"] + c["cached"]),
-                          Text(str(c["failed"]), style="bold red" if c["failed"] else ""),
+                          Text(str(failed), style="bold red" if failed else ""),
                           Text(str(c["running"]), style="blue" if c["running"] else ""), str(sum(c.values())),
                           duration_text(longest[pattern]) if pattern in longest else "")
         parts: list[RenderableType] = [table]
@@ -622,10 +658,11 @@ class LiveDisplay(RunDisplay):
         """The last failures of this run with their log and its end; how many more."""
         from rich.text import Text
 
-        failed = view.counts["failed"]
+        failed = sum(view.counts[g] for g in FAILURES)
         if not failed:
             return []
-        parts: list[RenderableType] = [Text(f"failed ({failed}), last first", style="bold red underline")]
+        heading = ", ".join(f"{g} ({view.counts[g]})" for g in FAILURES if view.counts[g])
+        parts: list[RenderableType] = [Text(f"{heading}, last first", style="bold red underline")]
         for key, reason, tail in reversed(view.failures):
             parts.append(Text.assemble(("  " + key, "bold red"), f": {reason}", no_wrap=True, overflow="ellipsis"))
             parts.append(Text(f"    log: {log_path(self.instance, key)}", no_wrap=True, overflow="ellipsis"))

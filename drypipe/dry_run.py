@@ -15,11 +15,12 @@ from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.cache import OutputCache, open_cache
 from drypipe.digests import DigestCache
+from drypipe.display import natural_key
 from drypipe.dsl import Pipeline, evaluate
 from drypipe.instance import Instance
 from drypipe.scheduler import RunOptions, cache_outcome, held, is_stale, schedules, start_step
 from drypipe.task import Task
-from drypipe.task_record import OUT_LOG_FILE, TaskRecord
+from drypipe.task_record import TaskRecord, log_path
 from drypipe.task_script import task_conf_document
 
 # What run does to a task (the second column of `run --dry-run`).
@@ -29,6 +30,7 @@ WOULD_RUN = "would run"
 FROM_CACHE = "would restore from cache"
 FAILS_FROM_CACHE = "would fail from cache"
 STAYS_FAILED = "stays failed"
+COUNTED = {STAYS_FAILED: "stay failed"}  # the actions whose words change in `N <action>` counts
 WOULD_WAIT = "would wait"  # for an upstream task that does not complete in this run
 NOT_STARTED = "not started"  # --until
 
@@ -66,7 +68,7 @@ def plan(pipeline: Pipeline, instance: Instance, options: RunOptions) -> Plan:
             break
         stale.update(found)
     cache = open_cache(options.cache_url) if options.cache_url else None
-    predictor = _Predictor(evaluation.tasks, states, stale, signer, options, cache)
+    predictor = _Predictor(instance, evaluation.tasks, states, stale, signer, options, cache)
     predictions = {key: predictor.predict(key) for key in evaluation.tasks}
     return Plan(predictions, evaluation.tasks, signer, stale, list(evaluation.waits))
 
@@ -84,9 +86,10 @@ def _stale(instance: Instance, tasks: dict[str, Task], states: dict[str, str | N
 
 
 class _Predictor:
-    def __init__(self, tasks: dict[str, Task], states: dict[str, str | None], stale: dict[str, list[sig.Change]],
-                 signer: sig.Signer,
+    def __init__(self, instance: Instance, tasks: dict[str, Task], states: dict[str, str | None],
+                 stale: dict[str, list[sig.Change]], signer: sig.Signer,
                  options: RunOptions, cache: OutputCache | None):
+        self.instance = instance
         self.tasks, self.states, self.stale, self.signer = tasks, states, stale, signer
         self.options, self.cache = options, cache
         self.done: dict[str, Prediction] = {}
@@ -103,8 +106,8 @@ class _Predictor:
         if state == st.COMPLETED:
             return Prediction(key, COMPLETED, "up to date")
         if not schedules(state, self.options):
-            return Prediction(key, STAYS_FAILED, f"{state}: {failed_hint(key)}", completes=False)
-        upstream = [self.predict(u) for u in sorted(self.tasks[key].upstream_keys)]
+            return Prediction(key, STAYS_FAILED, f"{state}: {failed_hint(self.instance, key)}", completes=False)
+        upstream = [self.predict(u) for u in sorted(self.tasks[key].upstream_keys, key=natural_key)]
         blocked = next((u for u in upstream if not u.completes), None)
         if blocked is not None:
             return self._waits_for(key, blocked)
@@ -122,10 +125,10 @@ class _Predictor:
         """`key` waits for an upstream task that does not complete: say which, and follow a
         chain of waits to the failed task at its root."""
         if blocked.action in (STAYS_FAILED, FAILS_FROM_CACHE):
-            root, detail = blocked.key, f"for {blocked.key}, which failed: {failed_hint(blocked.key)}"
+            root, detail = blocked.key, f"for {blocked.key}, which failed: {failed_hint(self.instance, blocked.key)}"
         elif blocked.failed_upstream:
             root = blocked.failed_upstream
-            detail = f"for {blocked.key}, which waits for {root}, which failed: {failed_hint(root)}"
+            detail = f"for {blocked.key}, which waits for {root}, which failed: {failed_hint(self.instance, root)}"
         else:  # held back by --until, itself or further up
             root, detail = None, f"for {blocked.key}, which is not started (--until {self.options.until})"
         return Prediction(key, WOULD_WAIT, detail, completes=False, failed_upstream=root)
@@ -151,6 +154,6 @@ class _Predictor:
                                   "--rerun-failing runs it again)")
 
 
-def failed_hint(key: str) -> str:
+def failed_hint(instance: Instance, key: str) -> str:
     """Where to look, and how to run a failed task again."""
-    return f"see .drypipe/{key}/{OUT_LOG_FILE}; run with --restart-failed (or --reset-failed) to run it again"
+    return f"see {log_path(instance, key)}; run with --restart-failed (or --reset-failed) to run it again"

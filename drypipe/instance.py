@@ -72,6 +72,15 @@ class Instance:
             self._lock = None
 
 
+def shown_path(path: Path) -> str:
+    """A path as the user can paste it: relative to the current directory when inside it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING
 from drypipe import state as st
 from drypipe.display import failure_text
 from drypipe.instance import Instance
+from drypipe.text import plural
 
 if TYPE_CHECKING:
     from drypipe.scheduler import RunSummary
@@ -70,7 +71,7 @@ class RunLog:
             return
         counts = ""
         if summary is not None:
-            counts = f"{len(summary.states)} tasks: " + ", ".join(
+            counts = f"{plural(len(summary.states), 'task')}: " + ", ".join(
                 f"{n} {s}" for s, n in sorted(summary.counts().items()))
         if error is not None and not isinstance(error, KeyboardInterrupt):
             how = f"run ended by an error: {type(error).__name__}: {error}"

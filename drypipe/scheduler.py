@@ -23,6 +23,7 @@ from drypipe.budget import Admission, Budget, need_of
 from drypipe.cache import CachePolicy, OutputCache, open_cache
 from drypipe.config import DEFAULT_SLEEP_SCHEDULE
 from drypipe.digests import DigestCache
+from drypipe.display import natural_key
 from drypipe.dsl import Evaluation, Pipeline, evaluate
 from drypipe.errors import BackendUnavailable, UserError
 from drypipe.executor import EndWatch, Executor, ExecutorContext, Liveness, TaskRun, executor_class, outcome_state
@@ -63,7 +64,7 @@ class RunSummary:
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)
         for s in self.states.values():
-            counts[_group(s)] += 1
+            counts[st.name_of(s)] += 1
         return dict(counts)
 
     @property
@@ -116,16 +117,6 @@ def cache_outcome(manifest: dict[str, Any] | None, rerun_asked: bool, policy: Ca
     if rerun_asked or policy.rerun_failing or policy.delete_failing:
         return None
     return st.failed(0)
-
-
-def _group(state: str | None) -> str:
-    if state is None:
-        return "new"
-    if st.is_in_flight(state):
-        return "running"
-    if st.is_failure(state):
-        return state.split(".")[0]
-    return state
 
 
 class Scheduler:
@@ -230,7 +221,8 @@ class Scheduler:
 
     def summary(self) -> RunSummary:
         blocked = {
-            key: sorted(ups) for key, ups in self.waiting_on.items() if ups and self.states.get(key) == st.WAITING
+            key: sorted(ups, key=natural_key)
+            for key, ups in self.waiting_on.items() if ups and self.states.get(key) == st.WAITING
         }
         not_yielded = set(self.states) - set(self.tasks)
         return RunSummary(dict(self.states), blocked, list(self.evaluation.waits), not_yielded)
@@ -476,11 +468,13 @@ class Scheduler:
 
     def _on_state(self, key: str, new: str | None) -> None:
         was_running = key in self.in_flight
+        if st.is_terminal(new):
+            self.retrying.pop(key, None)  # e.g. restored from the cache instead
+        # Planned before the change is shown: the display tells a retry from a last failure.
+        retry = was_running and st.is_failure(new) and self._plan_retry(key, new)
         self._set_state(key, new)
         if not st.is_terminal(new):
             return
-        self.retrying.pop(key, None)  # e.g. restored from the cache instead
-        retry = was_running and new != st.COMPLETED and self._plan_retry(key, new)
         if was_running and key in self.signer.docs and not retry:  # a failure is a result only at the last attempt
             self._record_outcome(key, new)
         self.in_flight.pop(key, None)
@@ -520,7 +514,7 @@ class Scheduler:
             return False
         after = (record.failure_reason() or f"state.{state}").removeprefix("state.")
         self.retrying[key] = (attempt + 1, retries + 1, after)
-        log.warning("task %s: %s, attempt %d of %d follows", key, after, attempt + 1, retries + 1)
+        log.info("task %s: %s, attempt %d of %d follows", key, after, attempt + 1, retries + 1)  # the display shows it
         return True
 
     def _pick_up_failed_dependents(self, key: str) -> None:
@@ -664,7 +658,7 @@ class Scheduler:
             return True
         new = outcome_state(liveness, marker)
         if record.record_state(marker, new, liveness.reason or "", by="the orchestrator"):
-            log.warning("task %s: %s (%s)", key, new, liveness.reason)
+            log.info("task %s: %s (%s)", key, new, liveness.reason)  # the display shows the failure
             self._on_state(key, new)
         else:
             self._refresh(key)

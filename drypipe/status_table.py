@@ -16,19 +16,12 @@ from drypipe import state as st
 from drypipe.display import clean, columns, duration_text, executor_of, failure_text, natural_key
 from drypipe.errors import UserError
 from drypipe.instance import Instance
-from drypipe.task_record import TaskRecord
+from drypipe.task_record import TaskRecord, log_path
+from drypipe.text import plural
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
 EXIT_UNFINISHED = 3
-
-
-def state_group(state: str | None) -> str:
-    if st.is_in_flight(state):
-        return "running"
-    if state is None:
-        return "none"
-    return state.split(".")[0]
 
 
 @dataclass
@@ -69,7 +62,7 @@ def state_matches(state: str | None, wanted: str) -> bool:
     stale, which needs the pipeline): `failed` includes killed, timed-out and lost."""
     if wanted == "failed" and st.is_failure(state):
         return True
-    return state_group(state) == wanted or state == wanted
+    return st.name_of(state) == wanted or state == wanted
 
 
 def _executor_and_job(record: TaskRecord) -> tuple[str, str]:
@@ -126,7 +119,7 @@ def exit_code(all_rows: list[Row]) -> int:
 
 
 def summary_line(all_rows: list[Row]) -> str:
-    counts = Counter(state_group(r.state) for r in all_rows)
+    counts = Counter(st.name_of(r.state) for r in all_rows)
     parts = [f"{n} {g}" for g, n in sorted(counts.items())]
     stale = sum(r.stale for r in all_rows)
     if stale:
@@ -136,8 +129,8 @@ def summary_line(all_rows: list[Row]) -> str:
         parts.append(f"{cached} restored from cache")
     retries = sum(r.attempt[0] - 1 for r in all_rows)
     if retries:
-        parts.append(f"{retries} retries")
-    return f"{len(all_rows)} tasks: " + ", ".join(parts)
+        parts.append(plural(retries, "retry", "retries"))
+    return f"{plural(len(all_rows), 'task')}: " + ", ".join(parts)
 
 
 def print_status(instance: Instance, states: dict[str, str | None], state_filter: str | None,
@@ -159,19 +152,17 @@ def print_status(instance: Instance, states: dict[str, str | None], state_filter
         styles = {"completed": "green", "failed": "bold red", "running": "blue", "killed": "red",
                   "timed-out": "red", "lost": "red"}
         for r, row in zip(shown, cells, strict=True):
-            table.add_row(*row, style=None if r.stale else styles.get(state_group(r.state)))
+            table.add_row(*row, style=None if r.stale else styles.get(st.name_of(r.state)))
         if shown:
             console.print(table)
     else:
         for line in columns([header, *cells], right={4}) if shown else []:
             click.echo(line)
-    if state_filter and not shown:
-        click.echo(f"no task is {state_filter}")
-    click.echo(summary_line(all_rows))
+    # like -k, --state chooses the tasks the summary counts and the exit code is about
+    click.echo(f"no task is {state_filter}" if state_filter and not shown else summary_line(shown))
     for r in shown:
         if st.is_failure(r.state):
-            log = instance.control_dir(r.key) / "out.log"
-            click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {log}")
+            click.echo(f"{r.key}: {failure_text(instance, r.key, r.state)}; log: {log_path(instance, r.key)}")
             for line in TaskRecord(instance.root, r.key).tail():
                 click.echo(f"    {clean(line)}")
-    return exit_code(all_rows)
+    return exit_code(shown)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from drypipe import state as st
 from drypipe.errors import UserError
-from drypipe.instance import DRYPIPE_DIR, OUTPUT_DIR, write_atomic, write_new
+from drypipe.instance import DRYPIPE_DIR, OUTPUT_DIR, Instance, shown_path, write_atomic, write_new
 
 if TYPE_CHECKING:
     from drypipe.task_conf import TaskConf
@@ -62,6 +62,11 @@ class Timing:
         if self.started is None or self.ended is None:
             return None
         return max(0.0, self.ended - self.started)
+
+
+def log_path(instance: Instance, key: str) -> str:
+    """A task's out.log as every command shows it: pasteable from the current directory."""
+    return shown_path(instance.control_dir(key) / OUT_LOG_FILE)
 
 
 _BASH_TIME = re.compile(r"^(?:(\d+)m)?([\d.,]+)s$")

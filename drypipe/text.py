@@ -10,3 +10,8 @@ def first_of(names: Sequence[str], most: int = 5, empty: str = "") -> str:
         return empty
     shown = ", ".join(names[:most])
     return f"{shown} and {len(names) - most} more" if len(names) > most else shown
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """`1 task`, `2 tasks`: the count and the word in agreement (`many`: when not `one` + s)."""
+    return f"{count} {one if count == 1 else many or one + 's'}"

@@ -94,8 +94,9 @@ def assert_rerun_does_nothing(spec: str, instance: Path, env: dict | None = None
     before = snapshot(instance)
     n = len(task_keys(instance))
     result = run_pipeline(spec, instance, env)
-    assert f"{n} tasks in" in result.stdout and f"{n} completed" in result.stdout, result.stdout
-    assert "completed" not in result.stdout.split(f"{n} tasks in")[0], (
+    summary = f"{n} task{'s' if n != 1 else ''} in"
+    assert summary in result.stdout and f"{n} completed" in result.stdout, result.stdout
+    assert "completed" not in result.stdout.split(summary)[0], (
         f"the second run reported task completions:\n{result.stdout}"
     )
     after = snapshot(instance)

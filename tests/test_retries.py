@@ -244,3 +244,23 @@ def test_slurm_retry_asks_sbatch_for_the_scaled_mem_and_time(slurm_cluster, tmp_
     submitted = calls.calls("sbatch")
     assert len(submitted) == 2
     assert "--mem=20M --time=0:02:00" in submitted[0] and "--mem=40M --time=0:03:00" in submitted[1]
+
+
+def test_a_retry_is_shown_as_one_line_silent_with_quiet_and_logged_only_with_verbose(tmp_path):
+    def run(name: str, *options: str):
+        generator, counter = _pipeline(tmp_path, succeed_at=2, conf="retries=2", name=name)
+        result = drypipe("run", "-p", generator, "-i", str(tmp_path / name), *options, cwd=tmp_path, check=True)
+        assert _attempts_made(counter) == 2
+        return result
+
+    plain = run("plain")
+    lines = [line.split(" ", 2)[2] for line in plain.stdout.splitlines() if " flaky: " in line]
+    retry = "flaky: failed.0 (exit code 5), retrying: attempt 2 of 3  [0/1 completed, 1 retrying;"
+    assert lines[0].startswith(retry), lines
+    assert lines[1].startswith("flaky: completed  [1/1 completed;") and len(lines) == 2, lines
+    assert "1 task in " in plain.stdout and "WARNING" not in plain.stderr, plain.stderr
+
+    quiet = run("quiet", "-q")
+    assert quiet.stdout == "" and quiet.stderr == "", (quiet.stdout, quiet.stderr)
+    verbose = run("verbose", "-v")
+    assert "task flaky: failed.0 exit code 5, attempt 2 of 3 follows" in verbose.stderr, verbose.stderr

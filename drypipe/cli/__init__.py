@@ -201,10 +201,11 @@ class DryPipeGroup(_UsageErrorsNameTheCommand, _Verbose, click.Group):
 
 
 def _click_message(e: click.ClickException) -> str:
-    """click's message, and for a usage error where to read the command's usage."""
+    """click's message on one line (a choice's "Choose from:" lists one choice a line), and for
+    a usage error where to read the command's usage."""
     ctx = getattr(e, "ctx", None)
     where = f" (see '{ctx.command_path} --help')" if isinstance(e, click.UsageError) and ctx is not None else ""
-    return e.format_message() + where
+    return " ".join(line.strip() for line in e.format_message().splitlines() if line.strip()) + where
 
 
 def os_error_message(e: OSError) -> str:

@@ -136,7 +136,8 @@ def _why(instance: Instance, predicted: Plan, task_key: str) -> None:
     record = task_record.signature_record()
     cached = (task_record.cached_from() or "").split() or None
     if state != st.COMPLETED:
-        click.echo(f"{task_key} is {state or 'not generated yet'}: {_what_run_does(predicted.predictions[task_key])}")
+        what = _what_run_does(instance, predicted.predictions[task_key])
+        click.echo(f"{task_key} is {state or 'not generated yet'}: {what}")
     elif record is None:
         click.echo(f"{task_key} is completed; no signature was recorded (it will be adopted as is)")
     elif record["signature"] == signer.signature(task_key):
@@ -148,13 +149,13 @@ def _why(instance: Instance, predicted: Plan, task_key: str) -> None:
             click.echo(line)
 
 
-def _what_run_does(prediction: Prediction) -> str:
+def _what_run_does(instance: Instance, prediction: Prediction) -> str:
     """What `drypipe run` will do to a task that has not completed, as `run --dry-run` predicts it."""
     action, detail = prediction.action, prediction.detail
     if action == WOULD_WAIT:
         return f"it waits {detail}"
     if action == STAYS_FAILED:
-        return f"it does not run again by itself: {failed_hint(prediction.key)}"
+        return f"it does not run again by itself: {failed_hint(instance, prediction.key)}"
     if action == RUNNING:
         return "it is running; `drypipe run` watches it until it ends"
     return f"{action.replace('would', 'it will')}" + (f" {detail}" if detail else "")

@@ -12,6 +12,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from drypipe import config
+from drypipe.display import natural_key
 from drypipe.errors import UserError
 from drypipe.instance import Instance
 
@@ -77,11 +78,12 @@ class TaskSelection:
         return [g for g in self.globs if not any(c in g for c in "*?[")]
 
     def match(self, candidates: Iterable[str]) -> list[str]:
-        """The candidate keys that the globs select, sorted (every one without globs)."""
-        return sorted(k for k in candidates if not self.globs or any(fnmatch.fnmatchcase(k, g) for g in self.globs))
+        """The candidate keys that the globs select, in natural order (every one without globs)."""
+        return sorted((k for k in candidates if not self.globs or any(fnmatch.fnmatchcase(k, g) for g in self.globs)),
+                      key=natural_key)
 
     def keys(self, instance: Instance) -> list[str]:
-        """The matching keys, sorted; a UserError when an exact key is not a task, or when no
+        """The matching keys, in natural order; a UserError when an exact key is not a task, or when no
         task matches the globs."""
         for key in self.exact_keys():
             instance.existing_control_dir(key)  # names the key when it is not a task
@@ -92,7 +94,7 @@ class TaskSelection:
 
     def states(self, instance: Instance) -> dict[str, str | None]:
         """Matching key -> state, by the globs only (the state filter is the caller's: `status`
-        shows the summary of every matching task and the rows in that state)."""
+        needs the pipeline to tell stale tasks)."""
         from drypipe import state as st
 
         return {k: st.read_state(str(instance.control_dir(k))) for k in self.keys(instance)}

@@ -23,12 +23,12 @@ from drypipe.cli.options import (
 )
 from drypipe.config import Config, apply_to_pipeline, load_config
 from drypipe.display import Commands, RunDisplay, make_display, tasks_text
-from drypipe.dry_run import plan
+from drypipe.dry_run import COUNTED, plan
 from drypipe.dsl import Pipeline, load_pipeline
 from drypipe.errors import UserError
 from drypipe.instance import Instance
 from drypipe.scheduler import RunOptions, Scheduler
-from drypipe.text import first_of
+from drypipe.text import first_of, plural
 
 log = logging.getLogger("drypipe")
 
@@ -218,7 +218,7 @@ def prepare(instance_dir: str, generator: str, until: str | None, sleep_schedule
     apply_to_pipeline(load_config(instance_dir), pipeline)
     summary = Scheduler(pipeline, instance, _options(until, False, False, sleep_schedule, 1)).prepare()
     counts = summary.counts()
-    click.echo(f"prepared {len(summary.states)} tasks in {instance.root}: "
+    click.echo(f"prepared {tasks_text(len(summary.states))} in {instance.root}: "
                + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
@@ -231,4 +231,5 @@ def _dry_run(pipeline: Pipeline, instance: Instance, options: RunOptions) -> Non
         counts[p.action] = counts.get(p.action, 0) + 1
     for wait in predicted.waits:
         click.echo(f"(generator waits: {wait}; more tasks may appear)")
-    click.echo("dry run, nothing changed: " + (", ".join(f"{n} {a}" for a, n in counts.items()) or "no tasks"))
+    click.echo("dry run, nothing changed: "
+               + (", ".join(plural(n, a, COUNTED.get(a, a)) for a, n in counts.items()) or "no tasks"))

@@ -21,7 +21,7 @@ from drypipe.cli.plugin_commands import plugin_options, run_plugin_option
 from drypipe.errors import UserError
 from drypipe.executor import ExecutorContext, TaskRun, executor_class
 from drypipe.instance import Instance
-from drypipe.task_record import TaskRecord
+from drypipe.task_record import TaskRecord, log_path
 
 
 def in_state(state: str | None, wanted: str | None) -> bool:
@@ -41,8 +41,10 @@ force_option = click.option("--force", is_flag=True,
 def status(instance_dir: str, selection: TaskSelection, generator: str | None) -> None:
     """Show each task's state, executor, job id and duration.
 
-    Exit code (over the tasks that -k selects): 0 when every task has completed (and none is
-    stale, with -p), 1 when a task failed, 3 when tasks are still waiting or running.
+    The summary line and the exit code are about the tasks that -k and --state select: 0 when
+    every one has completed (and, with -p, none is stale), 1 when one failed, 3 when one is still
+    waiting or running, or is stale (with -p: completed, but `drypipe run` would run it again),
+    or when --state selects no task.
     """
     from drypipe.status_table import print_status
 
@@ -137,7 +139,7 @@ def _run_task_script(instance: Instance, key: str, args: list[str], wait: bool, 
         sys.exit(subprocess.call(command))
     with open(control / "drypipe.log", "ab") as log:
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-    click.echo(f"task {key} started (pid {child.pid}); log: {control / 'out.log'}")
+    click.echo(f"task {key} started (pid {child.pid}); log: {log_path(instance, key)}")
     if tail:
         (control / "out.log").touch()
         sys.exit(subprocess.call(["tail", "-n", "+1", "-F", f"--pid={child.pid}", str(control / "out.log")]))

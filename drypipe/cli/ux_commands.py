@@ -24,6 +24,7 @@ from drypipe.cli.options import (
 )
 from drypipe.dsl import import_object
 from drypipe.errors import UserError
+from drypipe.text import plural
 
 if TYPE_CHECKING:
     from drypipe.config import Config
@@ -300,7 +301,7 @@ def _report(run: _InstanceRun, quiet_when_idle: bool) -> bool:
     if quiet_when_idle and not run.changes:
         return summary.succeeded
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts().items()))
-    click.echo(f"{run.directory}: {len(summary.states)} tasks: {counts}")
+    click.echo(f"{run.directory}: {plural(len(summary.states), 'task')}: {counts}")
     return summary.succeeded
 
 

@@ -151,6 +151,8 @@ def test_old_spellings_still_work_and_are_hidden(failed):
     (["status", "--bogus"], "No such option '--bogus'"),
     (["run", "-i", "{t}"], "Missing option '--generator' / '-p' / '--pipeline'."),
     (["status", "-i", "{t}", "--state"], "Option '--state' requires an argument."),
+    # click lists the choices one a line
+    (["completion"], "Missing argument '{{bash|zsh|fish}}'. Choose from: bash, zsh, fish (see 'drypipe completion"),
 ])
 def test_errors_have_one_prefix(tmp_path, args, message):
     result = drypipe(*[a.format(t=tmp_path) for a in args], cwd=tmp_path)
@@ -255,7 +257,7 @@ def test_status_shows_the_step_and_time_of_a_running_task(tmp_path):
         row = result.stdout.splitlines()[1]
         assert re.match(r"slow +running \(step 2/3, 0:00:0[1-9]\) +process +\d+ +\d+\.\ds$", row), row
         assert "step-started" not in result.stdout
-        assert "1 tasks: 1 running" in result.stdout
+        assert "1 task: 1 running" in result.stdout
     finally:
         (instance / "go").touch()
     wait_until(lambda: state_of(instance, "slow") == "completed", what="the task's end")

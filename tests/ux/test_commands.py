@@ -61,8 +61,8 @@ def test_service_drives_every_instance(tmp_path):
     assert (root / "four/output/hello/f.txt").read_text() == "nobody\n"
     assert state_of(root / "three", "broken") == "failed.0"
     lines = result.stdout.splitlines()
-    assert f"{root / 'one'}: 1 tasks: 1 completed" in lines
-    assert f"{root / 'three'}: 1 tasks: 1 failed" in lines
+    assert f"{root / 'one'}: 1 task: 1 completed" in lines
+    assert f"{root / 'three'}: 1 task: 1 failed" in lines
     assert any(line.endswith(f"{root / 'three'}: broken: failed.0 (exit code 4)") for line in lines)
     missing = drypipe("service", "--config-generator", "svc:nothing", "--once", cwd=tmp_path)
     assert missing.returncode == 1

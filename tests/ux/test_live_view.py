@@ -251,3 +251,48 @@ def test_sigint_without_a_terminal_ends_the_run_at_once(tmp_path):
                                 "  stop them:   drypipe kill -i i",
                                 "  what ran:    i/.drypipe/.orchestrator.log"], err
     assert _pid_alive(instance, "slow-1")
+
+
+# Four tasks that fail in a first run; in the second, one that fails once and then completes
+# (a retry) and one that waits for `release` (killed by `drypipe kill`).
+AGAIN = f'''
+from dry_pipe import TaskConf
+FLAKY = "n=$(( $(cat ../attempts 2>/dev/null || echo 0) + 1 )); echo $n > ../attempts; (( n > 1 ))\\n"
+
+def gen(dsl):
+    for n in (1, 2, 3, 4):
+        yield dsl.task(key=f"bad-{{n}}").calls("echo 'no reads' >&2; exit 2\\n")()
+    yield dsl.task(key="later-flaky", task_conf=TaskConf(retries=1)).calls(FLAKY)()
+    yield dsl.task(key="later-slow").calls({WAIT!r} + "\\n")()
+'''
+
+
+def test_live_panel_lists_earlier_failures_shows_retries_apart_and_counts_killed_tasks_as_killed(tmp_path):
+    write_module(tmp_path, "again", AGAIN)
+    first = drypipe("run", "-p", "again:gen", "-i", "i", "--until", "later-*", cwd=tmp_path)
+    assert first.returncode == 1 and "4 failed" in first.stdout, first.stdout
+    terminal = Terminal(tmp_path, "-p", "again:gen", "-i", "i")
+    try:
+        running = _last_panel(terminal.wait_for(r"running, longest first \(1\)", r"5/6 tasks|1/6 tasks"))
+        drypipe("kill", "-i", "i", cwd=tmp_path, check=True)
+        assert terminal.exit_code() == 1
+        screen = terminal.screen()
+    finally:
+        terminal.close()
+    text = "\n".join(running)
+    # the failures of the first run are listed, the last first, with their log
+    assert "failed (4), last first" in text, text
+    listed = re.findall(r"│\s+(bad-\d): failed\.0 \(exit code 2\)", text)
+    assert listed == ["bad-4", "bad-3", "bad-2"] and "log: i/.drypipe/bad-4/out.log" in text, text
+    assert "+1 more (drypipe status -i i --state failed)" in text, text
+    # the retry is neither a failure nor a log line above the panel
+    assert "WARNING" not in screen and "follows" not in screen, screen
+    final = "\n".join(_last_panel(screen))
+    assert re.search(r"│\s+waiting\s+ready\s+running\s+completed\s+failed\s+cached\s+killed\s+│", final), final
+    assert re.search(r"│\s+0\s+0\s+0\s+1\s+4\s+0\s+1\s+│", final), final
+    assert "failed (4), killed (1), last first" in final and "later-slow: killed.0" in final, final
+    summary = screen[screen.index("6 tasks in "):]
+    assert summary.splitlines()[0].endswith(": 1 completed, 4 failed, 1 killed"), summary
+    assert re.search(r"^KILLED later-slow: killed\.0 \(received SIGTERM\)", summary, re.M), summary
+    assert re.search(r"^6 tasks: 1 completed, 4 failed, 1 killed, 1 retry$",
+                     drypipe("status", "-i", "i", cwd=tmp_path).stdout, re.M)

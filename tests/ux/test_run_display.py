@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import REPO, drypipe
+from tests.helpers import REPO, drypipe, write_module
 from tests.ux.pipelines import ANSI, control_characters, failing_pipeline, require_program
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ")
@@ -122,3 +122,33 @@ def test_quiet(tmp_path):
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.startswith("FAILED bad: failed.0 (exit code 3)")
+
+
+# Four failing tasks numbered so that text order is not natural order, and one downstream of all.
+NUMBERED = """
+def gen(dsl):
+    upstream = {}
+    for n in (17, 3, 10, 4):
+        upstream[f"n{n}"] = dsl.task(key=f"call-S{n}").outputs(n=int).calls("exit 2\\n")()
+        yield upstream[f"n{n}"]
+    yield dsl.task(key="report").inputs(**{k: t.outputs.n for k, t in upstream.items()}).calls("true\\n")()
+"""
+
+
+def test_keys_in_natural_order_and_counts_in_agreement(tmp_path):
+    write_module(tmp_path, "numbered", NUMBERED)
+    instance = str(tmp_path / "i")
+    natural = "call-S3, call-S4, call-S10, call-S17"
+    dry = drypipe("run", "-p", "numbered:gen", "-i", instance, "--dry-run", cwd=tmp_path, check=True)
+    assert f"report\twould run\tafter {natural}" in dry.stdout.splitlines(), dry.stdout
+    assert dry.stdout.splitlines()[-1] == "dry run, nothing changed: 5 would run", dry.stdout
+
+    result = drypipe("run", "-p", "numbered:gen", "-i", instance, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"waiting report: upstream not completed: {natural}" in result.stderr, result.stderr
+    assert re.findall(r"^FAILED (\S+):", result.stderr, re.M) == natural.split(", "), result.stderr
+
+    dry = drypipe("run", "-p", "numbered:gen", "-i", instance, "--dry-run", cwd=tmp_path, check=True)
+    assert dry.stdout.splitlines()[-1] == "dry run, nothing changed: 4 stay failed, 1 would wait", dry.stdout
+    why = drypipe("why", "-p", "numbered:gen", "-i", instance, "-k", "call-*", cwd=tmp_path, check=True)
+    assert re.findall(r"^(call-S\d+) is ", why.stdout, re.M) == natural.split(", "), why.stdout

@@ -20,7 +20,7 @@ def gen(dsl):
 def _table(stdout: str) -> dict[str, list[str]]:
     rows = {}
     for line in stdout.splitlines()[1:]:
-        if re.match(r"^\d+ tasks: ", line):
+        if re.match(r"^\d+ tasks?: ", line):
             break
         cells = line.split()
         rows[cells[0]] = cells[1:]
@@ -47,7 +47,9 @@ def test_exit_codes_and_columns(tmp_path):
     assert pid.isdigit() and pid == (tmp_path / "i/.drypipe/bad/pid").read_text().split()[0]
     assert re.fullmatch(r"0\.[5-9]s|1\.\ds", duration), duration
     assert "6 tasks: 4 completed, 1 failed, 1 waiting" in result.stdout
-    assert "bad: failed.0 (exit code 3); log: " in result.stdout and "the reason it broke" in result.stdout
+    # the log as `drypipe run` shows it: relative to the current directory
+    assert "bad: failed.0 (exit code 3); log: i/.drypipe/bad/out.log\n" in result.stdout
+    assert "the reason it broke" in result.stdout
 
     only_ok = drypipe("status", "-i", instance, "--filter", "ok.*", cwd=tmp_path)
     assert only_ok.returncode == 0, only_ok.stdout  # the exit code is about the matching tasks
@@ -55,8 +57,15 @@ def test_exit_codes_and_columns(tmp_path):
 
     failed = drypipe("status", "-i", instance, "--state", "failed", cwd=tmp_path)
     assert set(_table(failed.stdout)) == {"bad"} and failed.returncode == 1
+    assert failed.stdout.splitlines()[2] == "1 task: 1 failed"
+    # like -k, --state chooses what the summary counts and what the exit code is about
     waiting = drypipe("status", "-i", instance, "--state", "waiting", cwd=tmp_path)
     assert set(_table(waiting.stdout)) == {"after"}
+    assert waiting.stdout.splitlines()[2:] == ["1 task: 1 waiting"] and waiting.returncode == 3
+    completed = drypipe("status", "-i", instance, "--state", "completed", cwd=tmp_path)
+    assert completed.stdout.splitlines()[-1] == "4 tasks: 4 completed" and completed.returncode == 0
+    running = drypipe("status", "-i", instance, "--state", "running", cwd=tmp_path)
+    assert running.stdout.splitlines() == ["no task is running"] and running.returncode == 3
 
 
 def test_not_an_instance(tmp_path):
@@ -77,4 +86,6 @@ def test_stale_tasks_with_generator(tmp_path):
     assert _table(result.stdout)["a"][:2] == ["completed", "(stale)"]
     assert _table(result.stdout)["b"][:2] == ["completed", "(stale)"]
     assert "2 tasks: 2 completed, 2 stale" in result.stdout
+    only_stale = drypipe("status", "-i", instance, "-p", "two:gen", "--state", "stale", "-k", "a", cwd=tmp_path)
+    assert only_stale.stdout.splitlines()[-1] == "1 task: 1 completed, 1 stale" and only_stale.returncode == 3
     assert drypipe("status", "-i", instance, cwd=tmp_path).returncode == 0  # without -p: not checked

@@ -105,7 +105,7 @@ def test_why_follows_a_failed_upstream(tmp_path):
         ''')
     instance = tmp_path / "i"
     drypipe("run", "-p", "chain:gen", "-i", str(instance), cwd=tmp_path)
-    hint = "see .drypipe/a/out.log; run with --restart-failed (or --reset-failed) to run it again"
+    hint = "see i/.drypipe/a/out.log; run with --restart-failed (or --reset-failed) to run it again"
     why = lambda key: drypipe("why", "-p", "chain:gen", "-i", str(instance), key,  # noqa: E731
                               cwd=tmp_path, check=True).stdout.strip()
     assert why("b") == f"b is waiting: it waits for a, which failed: {hint}"

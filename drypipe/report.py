@@ -314,11 +314,12 @@ def _html_table(rows: list[list[str]], numeric: set[int], cells: dict[int, str] 
 
 
 def _summary(times: list[TaskTime], wall: float | None) -> str:
-    counts = Counter(st.group(t.state) for t in times)
+    counts = Counter(st.name_of(t.state) for t in times)  # as the summary and `drypipe status` count them
     cpus = [t.cpu for t in times if t.cpu is not None]
     rss = [t.max_rss for t in times if t.max_rss is not None]
-    groups = ("completed", "failed", "running", "ready", "waiting")
-    items = [(str(len(times)), "tasks", ""), *((str(counts[n]), n, " bad" if n == "failed" else "")
+    bad = ("failed", "killed", "timed-out", "lost")
+    groups = ("completed", *bad, "running", "ready", "waiting")
+    items = [(str(len(times)), "tasks", ""), *((str(counts[n]), n, " bad" if n in bad else "")
                                                for n in groups if counts[n]),
              (seconds_text(wall), "wall time", ""), (seconds_text(sum(cpus) if cpus else None), "cpu time", ""),
              (memory_text(max(rss, default=None)), "largest peak rss", "")]

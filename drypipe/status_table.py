@@ -38,7 +38,7 @@ class Row:
 
     @property
     def state_text(self) -> str:
-        text = self.state or "none"
+        text = st.text(self.state)
         if self.step:
             text = f"running (step {self.step}, {duration_text(self.seconds or 0)})"
         elif self.stale:
@@ -54,15 +54,7 @@ class Row:
             return True
         if state_filter == "stale":
             return self.stale
-        return state_matches(self.state, state_filter)
-
-
-def state_matches(state: str | None, wanted: str) -> bool:
-    """Whether a task in `state` is in the `--state` group `wanted` (one of STATE_CHOICES but
-    stale, which needs the pipeline): `failed` includes killed, timed-out and lost."""
-    if wanted == "failed" and st.is_failure(state):
-        return True
-    return st.name_of(state) == wanted or state == wanted
+        return st.matches(self.state, state_filter)
 
 
 def _executor_and_job(record: TaskRecord) -> tuple[str, str]:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ class InputStore:
             self.public_url = Path(self.root).as_uri()
         else:
             self.public_url = url.rstrip("/")
-        self._digests: dict[tuple, str] = {}
+        self._digests: dict[tuple[str, int, int, int], str] = {}  # (path, size, mtime, inode) -> sha256
 
     def publish(self, path: Path) -> str:
         stat = path.stat()
@@ -220,7 +221,8 @@ class Mapper:
     `upstream_job(key)` gives the current record of an upstream Dendro task (or None), and
     `store()` the input store; both are the executor's."""
 
-    def __init__(self, root: Path, upstream_job, store):
+    def __init__(self, root: Path, upstream_job: Callable[[str], dict[str, Any] | None],
+                 store: Callable[[], InputStore]):
         self.root = root
         self.upstream_job = upstream_job
         self.store = store
@@ -249,7 +251,8 @@ class Mapper:
             elif item["kind"] == "var":
                 var_outputs.append(item["name"])
             else:
-                raise UserError(f"task {key}: output {item['name']!r} is a fileset; a Dendro job has named output files")
+                raise UserError(f"task {key}: output {item['name']!r} is a fileset; "
+                                "a Dendro job has named output files")
         if var_outputs:
             if any(o.name == OUTPUT_VARS_OUTPUT for o in outputs):
                 raise UserError(f"task {key}: output {OUTPUT_VARS_OUTPUT!r} is reserved for output variables")

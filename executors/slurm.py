@@ -21,12 +21,14 @@ import logging
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from drypipe import state as st
 from drypipe.errors import UserError
 from drypipe.executor import Executor, ExecutorContext, Liveness, TaskRun
 from drypipe.task_record import TaskRecord
+from drypipe.text import first_of
 from executors import slurm_client as sc
 from executors import slurm_files as sf
 
@@ -113,8 +115,7 @@ class SlurmExecutor(Executor):
                     if isinstance(e, sc.SlurmUnavailable):
                         raise  # the loop tries again later
                     keys = [t.key for t in part]
-                    shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-                    raise UserError(f"task{'s' if len(keys) > 1 else ''} {shown}: {e}") from None
+                    raise UserError(f"task{'s' if len(keys) > 1 else ''} {first_of(keys)}: {e}") from None
                 submitted.append(job_id)
                 for i, task in enumerate(part):
                     handles[task.key] = f"{job_id}_{i}"
@@ -192,8 +193,8 @@ class SlurmExecutor(Executor):
         by_key = {t.key: t for t in tasks}
         for key, job_id in ids.items():
             # An array cancelled before any element started is listed as the array job alone.
-            status = statuses.get(job_id) or statuses.get(job_id.split("_")[0])
-            if status is not None and status.alive:
+            found = statuses.get(job_id) or statuses.get(job_id.split("_")[0])
+            if found is not None and found.alive:
                 result[key] = Liveness(alive=True)
             elif key in unsubmitted:
                 result[key] = Liveness(False, st.READY, "its last job array was never submitted")
@@ -389,14 +390,14 @@ class SlurmExecutor(Executor):
                     pending.discard(key)
                 elif marker == st.LAUNCHED:
                     launched.append(key)
-            if launched:
-                statuses = self._statuses([ids[k] for k in launched])
-                for key in launched if statuses is not None else ():
+            # None: Slurm did not answer; the next round asks again
+            if launched and (statuses := self._statuses([ids[k] for k in launched])) is not None:
+                for key in launched:
                     status = statuses.get(ids[key]) or statuses.get(ids[key].split("_")[0])
                     if status is None or not status.alive:
-                        control = by_key[key].control_dir
-                        TaskRecord.at(control).record_state(st.LAUNCHED, st.killed(0),
-                                                            f"slurm job {ids[key]} cancelled before it started", by="drypipe kill")
+                        reason = f"slurm job {ids[key]} cancelled before it started"
+                        TaskRecord.at(by_key[key].control_dir).record_state(st.LAUNCHED, st.killed(0), reason,
+                                                                            by="drypipe kill")
                         pending.discard(key)
             if not pending or time.monotonic() > deadline:
                 break
@@ -409,7 +410,7 @@ class SlurmExecutor(Executor):
             return None
 
 
-def _array_ids(job_ids) -> set[str]:
+def _array_ids(job_ids: Iterable[str]) -> set[str]:
     """`123_4` -> `123`: squeue -r -j 123 lists every element of array 123."""
     return {j.split("_")[0] for j in job_ids}
 

@@ -23,6 +23,7 @@ from drypipe.instance import Instance
 from drypipe.keys import check_task_key
 from drypipe.task_conf import TaskConf
 from drypipe.task_record import TaskRecord
+from drypipe.text import first_of
 from executors.slurm import SlurmExecutor
 from executors.slurm_api import resolve_keys
 
@@ -41,8 +42,7 @@ def _conf(instance: Instance, key: str) -> TaskConf:
 def _note_non_slurm(runs: list[TaskRun]) -> None:
     others = [r.key for r in runs if r.task_conf.executer_type != "slurm"]
     if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        click.echo(f"note: {shown}: executer_type is not slurm, so `drypipe run` will not watch "
+        click.echo(f"note: {first_of(others)}: executer_type is not slurm, so `drypipe run` will not watch "
                    "the Slurm job", err=True)
 
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from drypipe.errors import BackendUnavailable, UserError
 from drypipe.executor import Outcome
@@ -70,10 +71,11 @@ class SlurmUnavailable(BackendUnavailable):
     """A query failed for a reason that says nothing about the jobs (controller down, timeout)."""
 
 
-def _run(args: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
+def _run(args: list[str], timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
     log.debug("slurm: %s", " ".join(args) if len(args) < 12 else " ".join(args[:12]) + " ...")
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              check=False)
     except FileNotFoundError:
         raise UserError(
             f"`{args[0]}` not found on PATH: the slurm executor must run where the Slurm client "
@@ -112,8 +114,8 @@ def read_config() -> ClusterConfig:
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 
-def is_job_id(text: str | None) -> bool:
-    return bool(text) and bool(_JOB_ID.match(text))
+def is_job_id(text: str | None) -> TypeGuard[str]:
+    return text is not None and bool(_JOB_ID.match(text))
 
 
 # sbatch's messages when the controller cannot be reached: the job itself is not at fault.
@@ -292,7 +294,7 @@ def expand_job_id(text: str) -> list[str]:
     head, sep, tail = text.partition("_")
     if not sep or not tail.startswith("["):
         return [text]
-    ids = []
+    ids: list[str] = []
     for part in tail.strip("[]").split("%")[0].split(","):
         low, dash, high = part.partition("-")
         if low.isdigit() and (not dash or high.isdigit()):
@@ -300,6 +302,6 @@ def expand_job_id(text: str) -> list[str]:
     return ids
 
 
-def _id_order(job_id: str):
+def _id_order(job_id: str) -> tuple[int, int, str]:
     head, _, tail = job_id.partition("_")
     return (int(head) if head.isdigit() else 0, int(tail) if tail.isdigit() else -1, job_id)

@@ -33,6 +33,7 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from drypipe import state as st
 from drypipe.errors import UserError
@@ -112,7 +113,7 @@ class SshExecutor(Executor):
         self.venv_installed = False
         self._logs_fetched: set[str] = set()
         # What tests and -vv logs look at: per poll call, the remote commands it made.
-        self.poll_log: deque[dict] = deque(maxlen=10000)
+        self.poll_log: deque[dict[str, Any]] = deque(maxlen=10000)
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -177,15 +178,16 @@ class SshExecutor(Executor):
 
     # -- local launch records ------------------------------------------------------------------
 
-    def read_record(self, key: str) -> dict | None:
+    def read_record(self, key: str) -> dict[str, Any] | None:
         import json
 
         try:
-            return json.loads((self.instance.control_dir(key) / RECORD_FILE).read_text())
+            record = json.loads((self.instance.control_dir(key) / RECORD_FILE).read_text())
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
-    def write_record(self, key: str, record: dict) -> None:
+    def write_record(self, key: str, record: dict[str, Any]) -> None:
         import json
 
         write_atomic(self.instance.control_dir(key) / RECORD_FILE, json.dumps(record, sort_keys=True) + "\n")
@@ -340,7 +342,8 @@ class SshExecutor(Executor):
             handles.update(self._submit(conn, slurm, staged, specs, token))
         return handles
 
-    def _submit(self, conn: SshConnection, tasks: list[_Task], staged, specs, token: str) -> dict[str, str]:
+    def _submit(self, conn: SshConnection, tasks: list[_Task], staged: dict[str, tuple[str, RemoteTask]],
+                specs: dict[str, scripts.StartSpec], token: str) -> dict[str, str]:
         """Job arrays on the host's Slurm: one per (remote instance, TaskConf), as the Slurm
         executor builds them (its batch script, its sbatch options)."""
         groups: dict[tuple[str, str], list[_Task]] = defaultdict(list)
@@ -406,7 +409,7 @@ class SshExecutor(Executor):
 
     def _poll_host(self, conn: SshConnection, tasks: list[_Task], download: bool = True) -> dict[str, Liveness]:
         result: dict[str, Liveness] = {}
-        records: dict[str, dict] = {}
+        records: dict[str, dict[str, Any]] = {}
         for task in tasks:
             record = self.read_record(task.key)
             if not record or not record.get("remote_instance"):
@@ -432,6 +435,7 @@ class SshExecutor(Executor):
             return {**result, **{k: Liveness(alive=True) for k in records}}
         polled = scripts.parse_poll(answer.out)
         finished: list[_Task] = []
+        ended: dict[str, str] = {}  # key -> the final state of a finished task
         for key, record in records.items():
             remote = polled.tasks.get(key)
             if remote is None or remote.token != record.get("token"):
@@ -442,6 +446,7 @@ class SshExecutor(Executor):
                     result[key] = Liveness(False, st.LOST, "ended remotely", certain=True)  # fetched before
                 else:
                     finished.append(by_key[key])
+                    ended[key] = remote.state
                 continue
             self._mirror(key, remote.state)
             if record.get("mode") == "slurm":
@@ -455,7 +460,7 @@ class SshExecutor(Executor):
             else:
                 result[key] = Liveness(False, st.LOST, f"its process on {conn.label} is gone without a final state")
         if finished and download:
-            result.update(self._finish(conn, finished, {t.key: polled.tasks[t.key].state for t in finished}, records))
+            result.update(self._finish(conn, finished, ended, records))
         elif finished:
             result.update({t.key: Liveness(alive=True) for t in finished})
         dead = [k for k, lv in result.items() if not lv.alive and lv.outcome != st.READY and not lv.certain
@@ -464,13 +469,14 @@ class SshExecutor(Executor):
             self._fetch_logs(conn, dead, records)
         return result
 
-    def _fetch_logs(self, conn: SshConnection, keys: list[str], records: dict[str, dict]) -> None:
+    def _fetch_logs(self, conn: SshConnection, keys: list[str], records: dict[str, dict[str, Any]]) -> None:
         """The logs of tasks whose process or job ended without a final state (what happened?)."""
         by_rinst: dict[str, list[str]] = defaultdict(list)
         for key in keys:
             by_rinst[records[key]["remote_instance"]].append(key)
         for rinst, group in by_rinst.items():
-            files = [f".drypipe/{k}/{name}" for k in group for name in ("out.log", "drypipe.log", slurm_api.BATCH_LOG_FILE)]
+            names = ("out.log", "drypipe.log", slurm_api.BATCH_LOG_FILE)
+            files = [f".drypipe/{k}/{name}" for k in group for name in names]
             try:
                 conn.rsync([*RSYNC_FLAGS, "--ignore-missing-args", conn.remote(rinst + "/"), str(self.root) + "/"],
                            files=files, what="downloading logs")
@@ -478,7 +484,8 @@ class SshExecutor(Executor):
             except (SshUnavailable, UserError) as e:
                 log.info("ssh: logs of %s: %s", _names(group), e)
 
-    def _slurm_liveness(self, key, record, remote, polled: scripts.PollResult, conn) -> Liveness:
+    def _slurm_liveness(self, key: str, record: dict[str, Any], remote: scripts.RemoteState,
+                        polled: scripts.PollResult, conn: SshConnection) -> Liveness:
         job_id = record.get("job_id")
         if not job_id:
             wanted = slurm_api.array_comment(record.get("array", ""))
@@ -512,7 +519,8 @@ class SshExecutor(Executor):
         if st.is_in_flight(local) and local != remote_state:
             st.transition(control, local, remote_state)
 
-    def _finish(self, conn: SshConnection, tasks: list[_Task], states: dict[str, str], records) -> dict[str, Liveness]:
+    def _finish(self, conn: SshConnection, tasks: list[_Task], states: dict[str, str],
+                records: dict[str, dict[str, Any]]) -> dict[str, Liveness]:
         """Download finished tasks, then give their local markers the remote final state."""
         result: dict[str, Liveness] = {}
         by_rinst: dict[str, list[str]] = defaultdict(list)

@@ -246,7 +246,8 @@ class _Resolver:
         except (paramiko.SSHException, ValueError, ImportError) as e:  # e.g. a Match it cannot evaluate
             raise UserError(f"ssh config file {self.path}: host {host}: {e}") from None
 
-    def host(self, user: str | None, host: str, port: int | None, key_path: str | None) -> tuple[SshTarget, dict[str, Any]]:
+    def host(self, user: str | None, host: str, port: int | None,
+             key_path: str | None) -> tuple[SshTarget, dict[str, Any]]:
         """One host: what was given explicitly, the rest from its config entry (also returned)."""
         name = host[1:-1] if host.startswith("[") else host
         entry = self.lookup(name)

@@ -88,7 +88,7 @@ def test_killed_tasks_end_in_the_right_state_with_the_reason(tmp_path, reliabili
     for key, (state, reason) in EXPECTED.items():
         assert final[key] == state, (key, final[key])
         assert f"state.{state} {reason}" in drypipe_log(instance, key), (key, drypipe_log(instance, key))
-        assert f"FAILED {key}: {state} ({reason}" in output, output
+        assert f"{state.split('.')[0].upper()} {key}: {state} ({reason}" in output, output  # FAILED, KILLED ...
     assert final["independent"] == "completed" and final["after"] == "waiting"
     assert "exit code 137: killed by SIGKILL" in out_log(instance, "oom-sigkill")
     # Nothing of a dead task keeps running: the orchestrator stops the steps of a task script
@@ -254,7 +254,7 @@ def test_without_the_grace_period_the_same_task_would_be_lost(tmp_path):
     says why, and the late rename then finds nothing to rename (one marker, never two)."""
     instance, run = _adopted_late_task(tmp_path, grace="0.2", delay="4")
     assert run.returncode == 1
-    assert "FAILED late: lost (process " in run.stderr and "is gone" in run.stderr
+    assert "LOST late: lost (process " in run.stderr and "is gone" in run.stderr
     time.sleep(4.5)  # let the late rename try
     assert states(instance) == {"late": "lost", "next": "waiting"}
     status = drypipe("status", "-i", str(instance), cwd=tmp_path)

@@ -202,7 +202,7 @@ class SlurmExecutor(Executor):
                 self._job_ids[key] = newer  # resubmitted meanwhile (e.g. `drypipe sbatch`)
                 result[key] = Liveness(alive=True)
             else:
-                result[key] = _ended(job_id, status)
+                result[key] = _ended(job_id, found)
         return result
 
     def _accounting_available(self) -> bool:

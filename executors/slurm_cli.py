@@ -178,7 +178,7 @@ def array_submit(instance_dir: str, task_key: str, limit: int | None) -> None:
     if not ready:
         counts: dict[str, int] = {}
         for _, s in candidates:
-            counts[s or "none"] = counts.get(s or "none", 0) + 1
+            counts[st.text(s)] = counts.get(st.text(s), 0) + 1
         click.echo(f"no ready task in {task_key} (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ")")
         return
     claimed = _claim(instance, ready)

@@ -10,6 +10,7 @@ they start): every start claims the task by an atomic rename of its marker.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import click
@@ -191,7 +192,7 @@ def fetch_remote_state(instance_dir: str, task_key: str, wait: bool) -> None:
     liveness = ssh.sync([run]).get(task_key)
     state = _state(instance, task_key)
     note = "" if liveness is None or liveness.alive or st.is_terminal(state) else f" ({liveness.reason})"
-    click.echo(f"{task_key}\t{state or 'none'}{note}")
+    click.echo(f"{task_key}\t{st.text(state)}{note}")
 
 
 @click.command("upload-task-inputs", cls=DryPipeCommand)
@@ -308,9 +309,5 @@ def array_rsync_list(instance_dir: str, task_key: str, download: bool) -> None:
 
 
 def _print_counts(instance: Instance, runs: list[TaskRun]) -> None:
-    counts: dict[str, int] = {}
-    for run in runs:
-        state = _state(instance, run.key) or "none"
-        group = "running" if st.is_in_flight(state) else state.split(".")[0]
-        counts[group] = counts.get(group, 0) + 1
+    counts = Counter(st.name_of(_state(instance, run.key)) for run in runs)
     click.echo(f"{len(runs)} task(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -399,3 +399,16 @@ def test_a_runtime_that_is_not_installed_fails_the_task_saying_so(tmp_path):
     assert (instance / ".drypipe/t/out.log").read_text().splitlines() == [
         line, "drypipe: task t: step 0 failed with exit code 127"]
     assert line in result.stderr
+
+
+@pytest.mark.parametrize("runtime", ["podman", "apptainer"])
+def test_an_image_name_that_looks_like_an_option_is_never_passed_to_the_runtime(tmp_path, runtime):
+    result, instance, _, _ = _prepare(tmp_path, [("opt", "--privileged", runtime)])
+    assert result.returncode == 0, result.stderr
+    refused = "drypipe: task opt: step 0: container image '--privileged' starts with '-': refused"
+    shown = subprocess.run(["bash", str(instance / ".drypipe/opt/task"), "container-command", "0"],
+                           capture_output=True, text=True)
+    assert (shown.returncode, shown.stdout, shown.stderr) == (2, "", refused + "\n")
+    run = drypipe("run", "-p", "commands:pipeline", "-i", str(instance), cwd=tmp_path)
+    assert run.returncode == 1 and state_of(instance, "opt") == "failed.0"
+    assert (instance / ".drypipe/opt/out.log").read_text().splitlines()[0] == refused

@@ -254,6 +254,10 @@ __container_command() {  # __container_command IMAGE STEP: sets __cmd, the comma
     # instance at their own paths, and starts in its output dir; inside, this script runs again
     # (--step-only) and loads the task's variables from task-env.sh.
     local image=$1 runtime=${__container_runtime:-apptainer} bin b binds=() flags=() missing
+    if [[ $image == -* ]]; then  # the runtime would read it as one of its own options
+        echo "drypipe: task $__task_key: step $2: container image '$1' starts with '-': refused" >&2
+        return 2
+    fi
     for b in "$__pipeline_instance_dir" "$__scratch_dir" "${__container_binds[@]}"; do
         [[ -e $b && $b != "$__pipeline_instance_dir"/* ]] || continue  # inside the instance dir: bound with it
         if [[ $b == *[:,]* ]]; then  # bind specifications are separated by these

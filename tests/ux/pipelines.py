@@ -25,6 +25,16 @@ def gen(dsl):
         yield dsl.task(key=f"ok.{i}").calls("sleep 0.2\\n")()
 '''
 
+# a fails; b waits for it, c for b: what a wait on a failure looks like two steps down.
+FAILING_CHAIN = '''
+def gen(dsl):
+    a = dsl.task(key="a").outputs(n=int).calls("exit 3\\n")()
+    yield a
+    b = dsl.task(key="b").inputs(a.outputs.n).outputs(m=int).calls("export m=$n\\n")()
+    yield b
+    yield dsl.task(key="c").inputs(b.outputs.m).calls("true\\n")()
+'''
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import drypipe, snapshot, state_of, write_module
+from tests.ux.pipelines import FAILING_CHAIN
 
 PIPELINE = '''
 import os
@@ -112,14 +113,7 @@ def test_dry_run_predicts_what_run_does(tmp_path, flags):
 
 def test_dry_run_follows_failures_and_until_downstream(tmp_path):
     """A wait is followed to its root: a task two steps below a failure names the failed task."""
-    write_module(tmp_path, "chain", '''
-        def gen(dsl):
-            a = dsl.task(key="a").outputs(n=int).calls("exit 3\\n")()
-            yield a
-            b = dsl.task(key="b").inputs(a.outputs.n).outputs(m=int).calls("export m=$n\\n")()
-            yield b
-            yield dsl.task(key="c").inputs(b.outputs.m).calls("true\\n")()
-        ''')
+    write_module(tmp_path, "chain", FAILING_CHAIN)
     instance = tmp_path / "i"
     drypipe("run", "-p", "chain:gen", "-i", str(instance), cwd=tmp_path)
     lines = drypipe("run", "-p", "chain:gen", "-i", str(instance), "--dry-run", cwd=tmp_path, check=True).stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from tests.helpers import drypipe, write_module
+from tests.ux.pipelines import FAILING_CHAIN
 
 PIPELINE = '''
 from dry_pipe import DryPipe
@@ -95,14 +96,7 @@ def _sha(text):
 
 
 def test_why_follows_a_failed_upstream(tmp_path):
-    write_module(tmp_path, "chain", '''
-        def gen(dsl):
-            a = dsl.task(key="a").outputs(n=int).calls("exit 3\\n")()
-            yield a
-            b = dsl.task(key="b").inputs(a.outputs.n).outputs(m=int).calls("export m=$n\\n")()
-            yield b
-            yield dsl.task(key="c").inputs(b.outputs.m).calls("true\\n")()
-        ''')
+    write_module(tmp_path, "chain", FAILING_CHAIN)
     instance = tmp_path / "i"
     drypipe("run", "-p", "chain:gen", "-i", str(instance), cwd=tmp_path)
     hint = "see i/.drypipe/a/out.log; run with --restart-failed (or --reset-failed) to run it again"

@@ -78,7 +78,8 @@ def time_text(seconds: int) -> str:
     return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}" if days else f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def scaled_mem(value: str | int, factor: float) -> str:
+def mem_mib(value: str | int, factor: float = 1.0) -> str:
+    """`value` times `factor` in whole MiB, rounded up: sbatch's --mem form ("2048M")."""
     return f"{math.ceil(mem_bytes(value) * factor / MIB)}M"
 
 

@@ -159,7 +159,7 @@ class TaskConf:
         conf = TaskConf.from_dict(self.to_dict())
         conf._given = self._given
         if "mem" in scaled and self.mem is not None:
-            conf.mem = budget.scaled_mem(self.mem, scaled["mem"])
+            conf.mem = budget.mem_mib(self.mem, scaled["mem"])
         if "time" in scaled and self.time is not None:
             conf.time = budget.scaled_time(self.time, scaled["time"])
         return conf

@@ -16,7 +16,6 @@ of one, and a restarted orchestrator can trust what it finds.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 import shlex
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePath
 from typing import NamedTuple, TypeVar
 
-from drypipe.budget import MIB, mem_bytes, time_seconds, time_text
+from drypipe.budget import mem_mib, time_seconds, time_text
 from drypipe.errors import UserError
 from drypipe.instance import write_atomic
 from drypipe.task_conf import TaskConf
@@ -107,16 +106,11 @@ def common_sbatch_args(conf: TaskConf, name: str, key: str | None = None) -> lis
     return args
 
 
-def slurm_mem(value: str | int) -> str:
-    """sbatch's --mem value: whole MiB, rounded up."""
-    return f"{math.ceil(mem_bytes(value) / MIB)}M"
-
-
 def resource_args(conf: TaskConf) -> list[str]:
     """sbatch's options for TaskConf.cpus, mem and time (a retry's TaskConf has them scaled)."""
     args = [f"--cpus-per-task={conf.cpus}"] if conf.cpus else []
     if conf.mem is not None:
-        args.append(f"--mem={slurm_mem(conf.mem)}")
+        args.append(f"--mem={mem_mib(conf.mem)}")
     if conf.time is not None:
         args.append(f"--time={time_text(time_seconds(conf.time))}")
     return args

@@ -32,19 +32,21 @@ def process_matches(pid: int, recorded_start_time: str) -> bool:
     return recorded_start_time in ("0", current)
 
 
-def stop_orphaned_session(sid: int, wait: float = 2.0) -> list[int]:
-    """Stop the processes left in session `sid` once its leader (a task script started in a
-    new session) is dead: steps of a task script that was SIGKILLed keep running otherwise.
+def stop_orphans(leader: int, wait: float = 2.0) -> list[int]:
+    """Stop the processes left behind by a dead task script: those of the session it led (a
+    task script started in a new session, its steps in process groups of their own) or of the
+    process group it led (a task run by a process executor's worker, its steps in its group).
+    Steps of a task script that was SIGKILLed keep running otherwise.
 
     Nothing is done while the leader lives (Linux does not reuse a pid that is still a live
-    process's session id, so the processes found belong to that task).  Returns their pids."""
-    if start_time(sid) is not None:
+    process's session or group id, so the processes found belong to that task).  Returns their pids."""
+    if start_time(leader) is not None:
         return []
     members = []
     for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != sid:
+        if name.isdigit() and int(name) != leader:
             fields = _stat_fields(int(name))
-            if fields is not None and fields[0] not in ("Z", "X") and fields[3] == str(sid):
+            if fields is not None and fields[0] not in ("Z", "X") and str(leader) in (fields[2], fields[3]):
                 members.append(int(name))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in members:

@@ -1,5 +1,7 @@
-"""Task state markers: exactly one `state.<name>` file per task control dir; every
-transition is an atomic rename of that file."""
+"""Task state markers: exactly one `state.<name>` file per task control dir.  A transition is an
+atomic rename of that file, or (by the task runtime, to a later state) a hard link of the new
+name followed by an unlink of the old one: a crash between the two leaves both names, and the
+later state counts (`rank`)."""
 from __future__ import annotations
 
 import os
@@ -89,7 +91,8 @@ def scan(control_dir: str, strict: bool = False) -> tuple[str | None, list[str]]
     """The task's state, and the temporary files (`.*.tmp`) an interrupted write left there.
 
     `strict` (when an orchestrator starts): a UserError names the task whose markers drypipe
-    cannot have written: more than one, an unknown state, a marker that is not a file."""
+    cannot have written: more than one (other than the two names of a move cut short, whose
+    earlier one is removed), an unknown state, a marker that is not a file."""
     try:
         with os.scandir(control_dir) as it:
             entries = list(it)
@@ -97,14 +100,20 @@ def scan(control_dir: str, strict: bool = False) -> tuple[str | None, list[str]]
         return None, []
     names = [e.name for e in entries]
     if strict:
-        _check_markers(control_dir, [e for e in entries if e.name.startswith("state.") and not e.name.endswith(".tmp")])
+        markers = [e for e in entries if e.name.startswith("state.") and not e.name.endswith(".tmp")]
+        _check_markers(control_dir, markers)
+        if len(markers) == 2:
+            earlier = min(markers, key=lambda m: rank(m.name[6:]))
+            _remove_marker(control_dir, earlier.name[6:])
+            names.remove(earlier.name)
     leftovers = [n for n in names if n.startswith(".") and n.endswith(".tmp")]
     return _state_of(names), leftovers
 
 
 def _check_markers(control_dir: str, markers: list[os.DirEntry[str]]) -> None:
     problems = []
-    if len(markers) > 1:
+    states = sorted((m.name[6:] for m in markers), key=lambda s: rank(s) if is_valid(s) else -1)
+    if len(markers) > 2 or (len(markers) == 2 and not is_move_cut_short(*states)):
         problems.append(f"{len(markers)} state markers ({', '.join(sorted(m.name for m in markers))}), "
                         "a task has exactly one")
     for m in markers:
@@ -119,22 +128,36 @@ def _check_markers(control_dir: str, markers: list[os.DirEntry[str]]) -> None:
                         f"{'; '.join(problems)} (repair it by hand: keep one valid state.* file)")
 
 
+def is_move_cut_short(earlier: str, later: str) -> bool:
+    """Whether two markers are what a crash between the link and the unlink of the task
+    runtime's move leaves: it moves a running task's marker to a later state that way."""
+    return is_valid(earlier) and is_valid(later) and is_in_flight(earlier) and rank(later) > rank(earlier)
+
+
 def _state_of(names: list[str]) -> str | None:
     states = [n[6:] for n in names if n.startswith("state.") and not n.endswith(".tmp")]
     if not states:
         return None
-    if len(states) > 1:
-        # Never expected; prefer the most advanced so a crash mid-cleanup cannot regress a task.
-        states.sort(key=_rank, reverse=True)
-    return states[0]
+    return max(states, key=lambda s: rank(s) if is_valid(s) else -1)
 
 
-def _rank(state: str) -> int:
+def rank(state: str) -> int:
+    """The order of states in one run of a task: waiting, ready, launched, then step-started.N
+    and step-completed.N by step, then the end (completed, failed.N, killed.N, timed-out.N, lost).
+    The task runtime's __rank is the same (tests check)."""
     if is_terminal(state):
-        return 3
-    if is_in_flight(state):
-        return 2
-    return 1 if state == READY else 0
+        return 1_000_000_000
+    m = _STEP_RE.match(state)
+    if m:
+        return 3 + 2 * int(m.group(2)) + (m.group(1) == "step-completed")
+    return {WAITING: 0, READY: 1, LAUNCHED: 2}[state]
+
+
+def _remove_marker(control_dir: str, state: str) -> None:
+    try:
+        os.unlink(os.path.join(control_dir, "state." + state))
+    except FileNotFoundError:
+        pass  # the task's own unlink came first
 
 
 def transition(control_dir: str, old: str | None, new: str) -> bool:
@@ -152,6 +175,10 @@ def transition(control_dir: str, old: str | None, new: str) -> bool:
         return os.path.exists(target)
     try:
         os.rename(os.path.join(control_dir, "state." + old), target)
-        return True
     except FileNotFoundError:
         return False
+    if is_terminal(old):  # the task has ended: the earlier name of a move cut short by its crash goes too
+        for other in (n[6:] for n in os.listdir(control_dir) if n.startswith("state.") and not n.endswith(".tmp")):
+            if other != new and is_move_cut_short(other, old):
+                _remove_marker(control_dir, other)
+    return True

@@ -22,6 +22,7 @@ from drypipe.task import Task, _check_variable_name
 from drypipe.task_record import TaskRecord
 
 LIB_RELATIVE_PATH = ".drypipe/.lib/task-lib.sh"
+WORKER_RELATIVE_PATH = ".drypipe/.lib/worker.sh"  # see executors/process.py
 
 
 def q(value: str) -> str:
@@ -37,9 +38,10 @@ def in_instance(relative: str) -> str:
 
 
 def task_lib_text() -> str:
-    """The shared task runtime: resources/task-lib.sh, then what the executor plugins add to it
-    (their `running_elsewhere` checks, for `./task tail`)."""
-    lib = resources.files("drypipe").joinpath("resources/task-lib.sh").read_text()
+    """The shared task runtime: resources/task-lib.sh after the marker reader it uses
+    (resources/markers.sh), then what the executor plugins add to it (their `running_elsewhere`
+    checks, for `./task tail`)."""
+    lib = markers_bash() + "\n" + resources.files("drypipe").joinpath("resources/task-lib.sh").read_text()
     checks = {name: p.running_elsewhere for name, p in plugins.plugins().items() if p.running_elsewhere}
     lines = ["", "# -- from the executor plugins (drypipe.plugins, ExecutorPlugin.running_elsewhere) --"]
     for name, body in checks.items():
@@ -49,13 +51,21 @@ def task_lib_text() -> str:
     return lib + "\n".join(lines)
 
 
+def markers_bash() -> str:
+    """The bash functions that read a task's state marker (__marker_in), as the task runtime and
+    the SSH executor's remote scripts use them."""
+    return resources.files("drypipe").joinpath("resources/markers.sh").read_text()
+
+
 def write_task_lib(instance: Instance) -> None:
-    """Install the shared task runtime into the instance, if missing or out of date."""
-    lib = task_lib_text()
-    path = instance.root / LIB_RELATIVE_PATH
-    if not path.exists() or path.read_text() != lib:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, lib)
+    """Install the shared task runtime and the process executor's worker into the instance, if
+    missing or out of date."""
+    worker = resources.files("drypipe").joinpath("resources/worker.sh").read_text()
+    for relative, text in ((LIB_RELATIVE_PATH, task_lib_text()), (WORKER_RELATIVE_PATH, worker)):
+        path = instance.root / relative
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text)
 
 
 def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str,
@@ -245,7 +255,8 @@ __run_step() {{
         *) echo "task {key} has no step $1" >&2; return 2 ;;
     esac
 }}
-source "$__pipeline_instance_dir/{LIB_RELATIVE_PATH}" || exit 1
+# A process executor's worker has the task runtime loaded already (resources/worker.sh).
+[[ -n ${{__in_worker:-}} ]] || source "$__pipeline_instance_dir/{LIB_RELATIVE_PATH}" || exit 1
 __main "$@"
 """
 

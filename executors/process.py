@@ -1,6 +1,13 @@
-"""Local process executor: runs task scripts as child processes, at most `max_local_jobs`
-at once and within the local budget of cores and memory (the loop admits them, see
-drypipe.budget.Admission), and wakes the scheduler loop the moment one exits."""
+"""Local process executor: runs task scripts on this machine, at most `max_local_jobs` at once
+and within the local budget of cores and memory (the loop admits them, see
+drypipe.budget.Admission), and wakes the scheduler loop the moment one exits.
+
+By default each slot is a long-lived bash worker (resources/worker.sh) that runs one task
+script at a time in a forked subshell: no exec of bash and no parsing of the task runtime per
+task, and no process spawned by the orchestrator.  `DRYPIPE_PROCESS_WORKERS=0` starts each task
+script as a process of its own instead, whose resources (CPU time, peak memory) the executor
+then measures with wait4; a worker cannot measure a subshell's peak memory.
+"""
 from __future__ import annotations
 
 import os
@@ -9,30 +16,127 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from drypipe import state as st
 from drypipe.budget import Budget
+from drypipe.errors import BackendUnavailable
 from drypipe.executor import Executor, ExecutorContext, Liveness, Outcome, TaskRun
-from drypipe.proc import process_matches, stop_orphaned_session
+from drypipe.proc import process_matches, stop_orphans
 from drypipe.task_record import TaskRecord
+from drypipe.task_script import LIB_RELATIVE_PATH, WORKER_RELATIVE_PATH
 
 # The task script's shebang is `/usr/bin/env bash`; naming bash directly saves an exec per task.
 _BASH = shutil.which("bash") or "bash"
 
 
-def _spawn(args: list[str], log_path: str) -> int:
-    """Start a task script in a new session (it survives the orchestrator; `task kill` stops it),
-    stdout and stderr appended to its drypipe.log.  posix_spawn (vfork) is several times
-    cheaper than fork for a large orchestrator process."""
+def _uses_workers() -> bool:
+    return os.environ.get("DRYPIPE_PROCESS_WORKERS", "1") != "0"
+
+
+def _spawn(args: list[str], file_actions: list[tuple[Any, ...]]) -> int:
+    """Start a process in a new session: it survives the orchestrator, and a Ctrl-C in its
+    terminal does not reach it.  posix_spawn (vfork) is several times cheaper than fork for a
+    large orchestrator process.  The signals Python ignores are the defaults again, as for any
+    program started from a shell (`yes | head` ends by SIGPIPE)."""
+    return os.posix_spawn(args[0], args, os.environ, setsid=True, file_actions=file_actions,
+                          setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+
+
+def _spawn_task(args: list[str], log_path: str) -> int:
+    """A task script of its own, stdout and stderr appended to its drypipe.log."""
     log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        return os.posix_spawn(args[0], args, os.environ, setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log, 1),
-            (os.POSIX_SPAWN_DUP2, log, 2),
-        ])
+        return _spawn(args, [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                             (os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)])
     finally:
         os.close(log)
+
+
+@dataclass
+class _Job:
+    key: str
+    pid: int | None = None  # of the task's subshell, once its worker said it started
+
+
+class _Worker:
+    """One bash worker: task scripts go in through a pipe, one at a time; a reader thread hears
+    when each starts and ends.  The worker is its own session; each task a process group in it."""
+
+    def __init__(self, instance_root: str, on_end: Callable[[str, int, int], None], idle: threading.Condition):
+        self._on_end = on_end
+        self._idle = idle  # notified when a task ends
+        task_in, self._to_worker = os.pipe()  # not inherited: only dup2 copies reach the worker
+        self._from_worker, worker_out = os.pipe()
+        try:
+            self.pid = _spawn([_BASH, os.path.join(instance_root, WORKER_RELATIVE_PATH),
+                               os.path.join(instance_root, LIB_RELATIVE_PATH)],
+                              [(os.POSIX_SPAWN_DUP2, task_in, 0), (os.POSIX_SPAWN_DUP2, worker_out, 1),
+                               (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        finally:
+            os.close(task_in)
+            os.close(worker_out)
+        self.job: _Job | None = None
+        self.alive = True
+        threading.Thread(target=self._read, daemon=True, name=f"drypipe worker {self.pid}").start()
+
+    def run(self, run: TaskRun) -> int:
+        """Hand a task script to the worker; its subshell's pid once it has started."""
+        job = _Job(run.key)
+        with self._idle:
+            self.job = job
+        os.write(self._to_worker, f"{run.control_dir}\0{run.start_step}\0".encode())
+        with self._idle:
+            if not self._idle.wait_for(lambda: job.pid is not None or not self.alive, timeout=30):
+                raise OSError(f"worker {self.pid} did not start task {run.key} within 30 s")
+        if job.pid is None:
+            raise OSError(f"worker {self.pid} ended before starting task {run.key}")
+        return job.pid
+
+    def _read(self) -> None:
+        with os.fdopen(self._from_worker, "rb") as lines:
+            for line in lines:
+                word, _, rest = line.decode().strip().partition(" ")
+                with self._idle:
+                    job = self.job
+                    if job is None:
+                        continue
+                    if word == "started":
+                        job.pid = int(rest)
+                    elif word == "ended":
+                        self.job = None
+                    self._idle.notify_all()
+                if word == "ended":
+                    pid, _, code = rest.partition(" ")
+                    self._on_end(job.key, int(pid), _exit_code(int(code)))
+        try:
+            os.waitpid(self.pid, 0)  # it ends once its input is closed, or killed
+        except ChildProcessError:
+            pass
+        with self._idle:  # its task, if any, ended without a word (the worker was killed)
+            self.alive = False
+            job, self.job = self.job, None
+            self._idle.notify_all()
+        if job is not None and job.pid is not None:
+            self._on_end(job.key, job.pid, -signal.SIGKILL)
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and self.job is None
+
+    def close(self) -> None:
+        """The worker ends after its current task (which goes on: a later run adopts it)."""
+        try:
+            os.close(self._to_worker)
+        except OSError:
+            pass
+
+
+def _exit_code(status: int) -> int:
+    """bash's $? of a job (128 + N: killed by signal N) as os.waitstatus_to_exitcode gives it."""
+    return -(status - 128) if 128 < status < 128 + signal.NSIG else status
 
 
 class ProcessExecutor(Executor):
@@ -41,10 +145,13 @@ class ProcessExecutor(Executor):
 
     def __init__(self, context: ExecutorContext):
         super().__init__(context)
-        self._children: dict[str, int] = {}  # task key -> pid of its task script
+        self._children: dict[str, int] = {}  # task key -> pid of its task script (or subshell)
         self._exit_codes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._reapers: dict[str, threading.Thread] = {}
+        self._workers: list[_Worker] = []
+        self._worker_idle = threading.Condition()
+        self._uses_workers = _uses_workers()
 
     def max_in_flight(self) -> int:
         return self.context.max_local_jobs
@@ -55,18 +162,53 @@ class ProcessExecutor(Executor):
     def launch(self, tasks: list[TaskRun]) -> dict[str, str]:
         handles = {}
         for task in tasks:
-            self._await_reaper(task.key)
             task.output_dir.mkdir(parents=True, exist_ok=True)  # saves the task script a mkdir
-            pid = _spawn([_BASH, str(task.script), "--at-step", str(task.start_step)],
-                         str(task.control_dir / "drypipe.log"))
-            reaper = threading.Thread(target=self._reap, args=(task, pid), daemon=True)
-            with self._lock:
-                self._children[task.key] = pid
-                self._exit_codes.pop(task.key, None)
-                self._reapers[task.key] = reaper
-            reaper.start()
-            handles[task.key] = str(pid)
+            handles[task.key] = str(self._run_in_worker(task) if self._uses_workers else self._spawn_reaped(task))
         return handles
+
+    def _run_in_worker(self, task: TaskRun) -> int:
+        with self._lock:  # an earlier attempt's exit is history
+            self._children.pop(task.key, None)
+            self._exit_codes.pop(task.key, None)
+        try:
+            pid = self._worker().run(task)
+        except OSError as e:
+            raise BackendUnavailable(f"cannot start task {task.key} in a worker: {e}") from e
+        with self._lock:
+            self._children.setdefault(task.key, pid)  # a fast task may have ended already
+        return pid
+
+    def _worker(self) -> _Worker:
+        """An idle worker.  A task that recorded its outcome (so the loop launches the next) may
+        still be exiting: its worker is waited for a moment rather than another one started."""
+        with self._worker_idle:
+            self._worker_idle.wait_for(lambda: len(self._workers) < self.max_in_flight() or any(
+                w.idle or not w.alive for w in self._workers), timeout=1)
+            self._workers = [w for w in self._workers if w.alive]
+            for worker in self._workers:
+                if worker.idle:
+                    return worker
+        worker = _Worker(str(self.context.instance_dir), self._ended, self._worker_idle)
+        self._workers.append(worker)
+        return worker
+
+    def _ended(self, key: str, pid: int, code: int) -> None:
+        with self._lock:
+            self._children[key] = pid
+            self._exit_codes[key] = code
+        self.context.wakeup.set()
+
+    def _spawn_reaped(self, task: TaskRun) -> int:
+        self._await_reaper(task.key)
+        pid = _spawn_task([_BASH, str(task.script), "--at-step", str(task.start_step)],
+                          str(task.control_dir / "drypipe.log"))
+        reaper = threading.Thread(target=self._reap, args=(task, pid), daemon=True)
+        with self._lock:
+            self._children.pop(task.key, None)
+            self._exit_codes.pop(task.key, None)
+            self._reapers[task.key] = reaper
+        reaper.start()
+        return pid
 
     def _reap(self, task: TaskRun, pid: int) -> None:
         key = task.key
@@ -75,13 +217,10 @@ class ProcessExecutor(Executor):
             TaskRecord(task.instance_dir, key).record_usage(usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
         except OSError:
             pass  # the measure is lost, not the exit
-        code = os.waitstatus_to_exitcode(status)
         with self._lock:
-            if self._children.get(key) == pid:  # not a retry's earlier attempt
-                self._exit_codes[key] = code
             if self._reapers.get(key) is threading.current_thread():
                 del self._reapers[key]
-        self.context.wakeup.set()
+        self._ended(key, pid, os.waitstatus_to_exitcode(status))
 
     def _await_reaper(self, key: str) -> None:
         """A retry launches a task whose last attempt has recorded its outcome but may still be
@@ -116,10 +255,10 @@ class ProcessExecutor(Executor):
 
     def _stop_leftovers(self, task: TaskRun, pid: int) -> None:
         """The task script died without recording an outcome (SIGKILL): stop its steps, which
-        run in their own process groups of its session and would otherwise run on unrecorded."""
+        would otherwise run on unrecorded."""
         if st.is_terminal(st.read_state(str(task.control_dir))):
             return
-        stopped = stop_orphaned_session(pid)
+        stopped = stop_orphans(pid)
         if stopped:
             TaskRecord(task.instance_dir, task.key).log(
                 f"task script {pid} is dead: stopped its leftover processes {' '.join(map(str, stopped))}")
@@ -142,8 +281,11 @@ class ProcessExecutor(Executor):
             subprocess.run([str(task.script), "kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self) -> None:
-        """Children keep running: a later `drypipe run` adopts them.  Those that have recorded
-        their outcome are exiting: their reapers get a moment to record the usage."""
+        """Tasks keep running: a later `drypipe run` adopts them (each worker ends once its task
+        has).  Spawned tasks that have recorded their outcome are exiting: their reapers get a
+        moment to record the usage."""
+        for worker in self._workers:
+            worker.close()
         with self._lock:
             reapers = list(self._reapers.items())
         for key, reaper in reapers:

@@ -19,6 +19,7 @@ import base64
 import shlex
 from dataclasses import dataclass
 
+from drypipe.task_script import markers_bash
 from executors.slurm_api import JobArray, JobStatus, parse_squeue, squeue_args
 
 q = shlex.quote
@@ -87,7 +88,7 @@ __dp_sbatch() {  # ARRAY_NAME JOB_NAME SLURM_DIR SBATCH_ARGS...: submit once
 POLL = r"""
 printf -v __dp_now '%(%s)T' -1
 __dp_poll() {  # KEY CONTROL_DIR -> T key state token launch-age alive(1/0/-)
-    local key=$1 c=$2 pid start stat alive=- state=- m t=- at=- age=-
+    local key=$1 c=$2 pid start stat alive=- state=- t=- at=- age=-
     if read -r pid start _ < "$c/pid" 2>/dev/null; then
         alive=0
         if { read -r stat < "/proc/$pid/stat"; } 2>/dev/null; then
@@ -96,9 +97,7 @@ __dp_poll() {  # KEY CONTROL_DIR -> T key state token launch-age alive(1/0/-)
             [[ $1 != [ZX] && ${20} == "$start" ]] && alive=1  # a zombie is not running
         fi
     fi
-    for m in "$c"/state.*; do
-        [[ -e $m && $m != *.tmp ]] && { state=${m##*/state.}; break; }
-    done
+    __marker_in "$c" && state=$__state
     if [[ -f $c/ssh_launch ]]; then
         read -r t at _ < "$c/ssh_launch"
         [[ $at =~ ^[0-9]+$ ]] && age=$(( __dp_now - at ))
@@ -164,7 +163,7 @@ def sbatch_script(array: JobArray, instance_dir: str) -> str:
 def poll_script(prelude: str, tasks: list[tuple[str, str]], job_ids: list[str], find_names: list[str]) -> str:
     """One script for every in-flight task of a host: (key, remote control dir) each; Slurm
     jobs first (a job seen ended before the markers are read cannot hide a final marker)."""
-    parts = [prelude, POLL]
+    parts = [prelude, markers_bash(), POLL]
     squeue = squeue_args(job_ids)
     if squeue:
         parts.append(f"__dp_q=$({' '.join(q(a) for a in squeue)} 2>&1); __dp_rc=$?")

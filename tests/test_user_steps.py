@@ -1,5 +1,5 @@
 """A bash step runs the user's commands as on the command line: the task runtime's own speed-ups
-(bash's loadable mkdir/rmdir of the bash-builtins package) never replace the user's coreutils."""
+(bash's loadable mkdir, rmdir, ln and unlink of the bash-builtins package) never replace the user's coreutils."""
 import os
 from pathlib import Path
 
@@ -17,6 +17,10 @@ def gen(dsl):
         mkdir -pv made/deeper
         rmdir -v made/deeper
         mkdir -- -dash
+        touch target
+        ln -sv target link-to-target
+        ln -sr -- target relative-link
+        unlink -- link-to-target
     """)()
 '''
 
@@ -34,3 +38,6 @@ def test_coreutils_options_work_in_a_step(tmp_path):
     assert "invalid option" not in out, out
     assert "created directory 'made/deeper'" in out and "removing directory, 'made/deeper'" in out, out
     assert (instance / "output/coreutils/-dash").is_dir()
+    assert "'link-to-target' -> 'target'" in out, out
+    assert (instance / "output/coreutils/relative-link").is_symlink()
+    assert not (instance / "output/coreutils/link-to-target").exists()

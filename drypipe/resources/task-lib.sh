@@ -4,14 +4,18 @@
 #   __control_dir, __pipeline_instance_dir, __task_key, __step_count, __run_step N,
 #   __output_var_names (array), __output_files (array, filled by task-env.sh)
 
-# Bash's loadable mkdir/rmdir (Debian package bash-builtins), where installed, save a fork each.
-# They know fewer options than coreutils' (no -v, no --): user code gets the real commands back
-# (__user_code_shell).
+# Bash's loadable mkdir, rmdir, ln and unlink (Debian package bash-builtins), where installed,
+# save a fork each.  They know fewer options than coreutils' (no -v, no --): user code gets the
+# real commands back (__user_code_shell).
 __loadables=()
-for __builtin in mkdir rmdir; do
+for __builtin in mkdir rmdir ln unlink; do
     [[ -f /usr/lib/bash/$__builtin ]] && enable -f "/usr/lib/bash/$__builtin" "$__builtin" 2>/dev/null &&
         __loadables+=("$__builtin")
 done
+# A marker moves to a later state by a hard link of the new name, then an unlink of the old one,
+# without a fork; `mv` (a fork) where the loadables are missing.
+__link_moves=""
+[[ " ${__loadables[*]} " == *" ln unlink "* ]] && __link_moves=1
 
 __user_code_shell() {  # in the subshell of a step, before any user code runs
     if ((${#__loadables[@]})); then enable -n "${__loadables[@]}"; fi
@@ -33,35 +37,34 @@ __log() {  # one timestamped line in drypipe.log
 }
 
 __current_state() {  # sets __state to the task's state ("" without a marker); no subshell: forks cost
-    local m
-    __state=""
-    for m in "$__control_dir"/state.*; do
-        [[ -e $m && $m != *.tmp ]] && { __state=${m##*/state.}; return 0; }
-    done
-    return 1
+    __marker_in "$__control_dir"
 }
 
-__transition() {  # atomic rename of the single state marker; logged only once it moved
-    local old
+__transition() {  # moves the single state marker to $1 (a later state: link + unlink); logged once it moved
+    local old __r r
     __current_state
     old=$__state
-    if [[ -n $old ]]; then
-        if [[ $old != "$1" ]] && ! mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"; then
+    if [[ -z $old ]]; then
+        : > "$__control_dir/state.$1" || return 1
+    elif [[ $old != "$1" ]]; then
+        __rank "$old"; r=$__r
+        __rank "$1"
+        if [[ -n $__link_moves ]] && ((__r > r)); then
+            # The old name may already be gone: an orchestrator tidying up after a crash removes it.
+            ln -f "$__control_dir/state.$old" "$__control_dir/state.$1" &&
+                { unlink "$__control_dir/state.$old" 2>/dev/null; true; }
+        else
+            mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"
+        fi || {
             echo "drypipe: task $__task_key: cannot move state.$old to state.$1" >&2
             return 1
-        fi
-    else
-        : > "$__control_dir/state.$1" || return 1
+        }
     fi
     __log "state.$1${2:+ $2}"
 }
 
 __state_of() {  # sets __state to the state of task $1 of this instance ("none" without a marker)
-    local m
-    __state=none
-    for m in "$__pipeline_instance_dir/.drypipe/$1"/state.*; do
-        [[ -e $m && $m != *.tmp ]] && { __state=${m##*/state.}; return 0; }
-    done
+    __marker_in "$__pipeline_instance_dir/.drypipe/$1" || __state=none
 }
 
 __check_upstreams() {  # sets __env_error naming each upstream task that has not completed
@@ -297,7 +300,7 @@ __container_command() {  # __container_command IMAGE STEP: sets __cmd, the comma
 
 __log_cpu() {  # CPU time (user, system) of this run's steps, for `drypipe report-execution-times`
     local __stat __ticks __line
-    { read -r __stat < "/proc/$$/stat"; } 2>/dev/null || return 0
+    { read -r __stat < "/proc/$BASHPID/stat"; } 2>/dev/null || return 0
     __stat=${__stat##*) }
     set -- $__stat
     # fields 16 and 17 of /proc/PID/stat: CPU of waited-for children, in clock ticks (100 per second)
@@ -318,14 +321,18 @@ __start_time() {  # sets __started to the kernel start time of pid $1 (pid + sta
 }
 
 __write_pid() {  # in place (a rename costs a fork): a reader finding it partial waits out the grace period
-    __start_time $$
-    printf '%s %s %s\n' "$$" "$__started" "${HOSTNAME:-localhost}" > "$__control_dir/pid"
+    __start_time $BASHPID  # not $$: in a process executor's worker, that is the worker
+    printf '%s %s %s\n' "$BASHPID" "$__started" "${HOSTNAME:-localhost}" > "$__control_dir/pid"
 }
 
 __on_signal() {  # $1: killed (SIGTERM/SIGINT) or timed-out (SIGUSR1, sent by Slurm before the time limit); $2: the signal
     trap '' TERM INT USR1
     __signalled=$1 __signal_name=$2
-    [[ -n ${__child:-} ]] && kill -TERM -- "-$__child" 2>/dev/null
+    if [[ -n ${__in_worker:-} ]]; then  # the steps are in this shell's process group (see __run)
+        kill -TERM -- "-$BASHPID" 2>/dev/null
+    elif [[ -n ${__child:-} ]]; then
+        kill -TERM -- "-$__child" 2>/dev/null
+    fi
 }
 
 __exit_reason() {  # "exit code N", naming the signal when N > 128 (137: SIGKILL, e.g. out of memory)
@@ -400,7 +407,9 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
     __load_env || __refuse_start "$__start"
     [[ -d $__task_output_dir && -d $__scratch_dir ]] || mkdir -p "$__task_output_dir" "$__scratch_dir"
     __check_inputs "$__start" || exit 1
-    set -m  # each step runs in its own process group, so `task kill` stops all of it
+    # Each step runs in its own process group, so `task kill` stops all of it.  In a process
+    # executor's worker, the task is a process group of its own: its steps stay in it.
+    [[ -n ${__in_worker:-} ]] || set -m
     cd "$__task_output_dir" || exit 1
     for ((__step = __start; __step < __step_count; __step++)); do
         if [[ -n $__signalled ]]; then  # received before this step started

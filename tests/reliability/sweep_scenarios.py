@@ -3,7 +3,7 @@
 A crash point is one syscall of `drypipe run` made to fail, by strace:
 
 * mode `orchestrator`: strace without -f, so only the orchestrator's own syscalls count; its
-  K-th call of the class (rename, mkdir, write, unlink) is hit.  What a crash of the
+  K-th call of the class (rename, mkdir, write, unlink, link) is hit.  What a crash of the
   orchestrator means: its task processes (their own sessions) go on and are adopted later.
 * mode `tree`: strace -f, so task scripts and their steps are hit too, and -P PATH: strace
   counts injections per process (per tracee), so without -P `when=K` would hit the K-th call
@@ -50,6 +50,7 @@ CLASSES = {
     "mkdir": ("mkdir", "mkdirat"),
     "write": ("write", "pwrite64"),
     "unlink": ("unlink", "unlinkat"),
+    "link": ("link", "linkat"),  # the task runtime moves a marker to a later state by link + unlink
 }
 FAULTS = {"SIGKILL": "signal=SIGKILL", "ENOSPC": "error=ENOSPC"}
 MODES = ("orchestrator", "tree")

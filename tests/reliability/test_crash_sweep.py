@@ -7,7 +7,7 @@ six-task pipeline of sweep_pipeline.py (bash tasks, a python call, a three-step 
 fileset and its gather), is first run uninterrupted twice under `strace -f` to list its crash
 points, then once plainly as the reference.  Each crash point is one syscall made to fail:
 
-* the orchestrator's K-th rename / mkdir / write / unlink (strace without -f: a crash of the
+* the orchestrator's K-th rename / mkdir / write / unlink / link (strace without -f: a crash of the
   orchestrator, its tasks go on and are adopted), for every K it makes;
 * the K-th such call on one file by a task script or step (strace -f -P FILE), for every file
   task processes touch: a task killed, or hitting a full disk, mid-write.  strace counts per

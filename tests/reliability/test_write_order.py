@@ -91,7 +91,7 @@ def test_second_run_started_while_the_first_runs_does_not_rerun_anything(tmp_pat
             if os.environ.get("SLOW_GENERATOR"):
                 time.sleep(3)  # long enough for the first run to finish meanwhile
             for i in range(4):
-                yield dsl.task(key=f"t{i}").calls(%r + "sleep 0.3\\n")()
+                yield dsl.task(key=f"t{i}").calls(%r + "sleep 1.5\\n")()
     ''' % LOG_RUN)
     first = start_run(tmp_path, "run", "-p", "race_pipe:gen", "-i", "i")
     wait_until(lambda: (tmp_path / "i/runs.log").exists(), what="the first run's first task")

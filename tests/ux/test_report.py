@@ -10,16 +10,17 @@ from tests.helpers import REPO, drypipe
 from tests.ux.pipelines import failing_pipeline, require_program
 
 
-def _run_chunked(tmp_path):
+def _run_chunked(tmp_path, env: dict | None = None):
     instance = tmp_path / "chimp"
     instance.mkdir()
     shutil.copy(REPO / "examples/data/chimp.fasta", instance)
-    drypipe("run", "-p", "examples.chunked_fasta:pipeline", "-i", str(instance), cwd=REPO, check=True)
+    drypipe("run", "-p", "examples.chunked_fasta:pipeline", "-i", str(instance), cwd=REPO, check=True, env=env)
     return instance
 
 
 def test_text_report(tmp_path):
-    instance = _run_chunked(tmp_path)
+    """Peak memory is measured (wait4) where each task script is a process of its own."""
+    instance = _run_chunked(tmp_path, env={"DRYPIPE_PROCESS_WORKERS": "0"})
     result = drypipe("report-execution-times", "-i", str(instance), cwd=REPO, check=True)
     tasks, groups = result.stdout.split("\n\n")
     rows = {line.split()[0]: line.split() for line in tasks.splitlines()[1:]}
@@ -38,6 +39,15 @@ def test_text_report(tmp_path):
     filtered = drypipe("report-execution-times", "-i", str(instance), "--filter", "task-for-chunk.*", cwd=REPO,
                        check=True)
     assert "prepare-chunks" not in filtered.stdout and "task-for-chunk.* (all)" in filtered.stdout
+
+
+def test_tasks_run_by_workers_report_cpu_and_no_memory(tmp_path):
+    """The process executor's workers (the default) cannot measure a task's peak memory: the
+    report says it is unknown, and shows the CPU time the task runtime recorded."""
+    instance = _run_chunked(tmp_path)
+    result = drypipe("report-execution-times", "-i", str(instance), cwd=REPO, check=True)
+    rows = [line.split() for line in result.stdout.split("\n\n")[0].splitlines()[1:]]
+    assert len(rows) == 5 and all(row[5] == "-" and re.fullmatch(r"\d+\.\d{3}s", row[4]) for row in rows), rows
     missing = drypipe("report-execution-times", "-i", str(instance), "--filter", "nothing*", cwd=REPO)
     assert missing.returncode == 1 and "no task matches 'nothing*'" in missing.stderr
 

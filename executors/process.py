@@ -58,14 +58,16 @@ def _spawn_task(args: list[str], log_path: str) -> int:
 @dataclass
 class _Job:
     key: str
-    pid: int | None = None  # of the task's subshell, once its worker said it started
+    pid: int = 0  # of the task's subshell, once its worker said it started
 
 
 class _Worker:
     """One bash worker: task scripts go in through a pipe, one at a time; a reader thread hears
     when each starts and ends.  The worker is its own session; each task a process group in it."""
 
-    def __init__(self, instance_root: str, on_end: Callable[[str, int, int], None], idle: threading.Condition):
+    def __init__(self, instance_root: str, on_start: Callable[[str, int], None], on_end: Callable[[str, int, int], None],
+                 idle: threading.Condition):
+        self._on_start = on_start
         self._on_end = on_end
         self._idle = idle  # notified when a task ends
         task_in, self._to_worker = os.pipe()  # not inherited: only dup2 copies reach the worker
@@ -82,18 +84,11 @@ class _Worker:
         self.alive = True
         threading.Thread(target=self._read, daemon=True, name=f"drypipe worker {self.pid}").start()
 
-    def run(self, run: TaskRun) -> int:
-        """Hand a task script to the worker; its subshell's pid once it has started."""
-        job = _Job(run.key)
+    def run(self, run: TaskRun) -> None:
+        """Hand a task script to the worker (not waiting for it to start: the reader hears it)."""
         with self._idle:
-            self.job = job
+            self.job = _Job(run.key)
         os.write(self._to_worker, f"{run.control_dir}\0{run.start_step}\0".encode())
-        with self._idle:
-            if not self._idle.wait_for(lambda: job.pid is not None or not self.alive, timeout=30):
-                raise OSError(f"worker {self.pid} did not start task {run.key} within 30 s")
-        if job.pid is None:
-            raise OSError(f"worker {self.pid} ended before starting task {run.key}")
-        return job.pid
 
     def _read(self) -> None:
         with os.fdopen(self._from_worker, "rb") as lines:
@@ -108,7 +103,9 @@ class _Worker:
                     elif word == "ended":
                         self.job = None
                     self._idle.notify_all()
-                if word == "ended":
+                if word == "started":
+                    self._on_start(job.key, job.pid)
+                elif word == "ended":
                     pid, _, code = rest.partition(" ")
                     self._on_end(job.key, int(pid), _exit_code(int(code)))
         try:
@@ -119,7 +116,7 @@ class _Worker:
             self.alive = False
             job, self.job = self.job, None
             self._idle.notify_all()
-        if job is not None and job.pid is not None:
+        if job is not None:  # pid 0: it never started
             self._on_end(job.key, job.pid, -signal.SIGKILL)
 
     @property
@@ -145,7 +142,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, context: ExecutorContext):
         super().__init__(context)
-        self._children: dict[str, int] = {}  # task key -> pid of its task script (or subshell)
+        self._children: dict[str, int] = {}  # task key -> pid of its task script (subshell); 0: not started yet
         self._exit_codes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._reapers: dict[str, threading.Thread] = {}
@@ -163,20 +160,22 @@ class ProcessExecutor(Executor):
         handles = {}
         for task in tasks:
             task.output_dir.mkdir(parents=True, exist_ok=True)  # saves the task script a mkdir
-            handles[task.key] = str(self._run_in_worker(task) if self._uses_workers else self._spawn_reaped(task))
+            if self._uses_workers:
+                self._run_in_worker(task)
+            else:
+                handles[task.key] = str(self._spawn_reaped(task))
         return handles
 
-    def _run_in_worker(self, task: TaskRun) -> int:
+    def _run_in_worker(self, task: TaskRun) -> None:
         with self._lock:  # an earlier attempt's exit is history
-            self._children.pop(task.key, None)
+            self._children[task.key] = 0
             self._exit_codes.pop(task.key, None)
         try:
-            pid = self._worker().run(task)
-        except OSError as e:
-            raise BackendUnavailable(f"cannot start task {task.key} in a worker: {e}") from e
-        with self._lock:
-            self._children.setdefault(task.key, pid)  # a fast task may have ended already
-        return pid
+            self._worker().run(task)
+        except OSError as e:  # its worker died: the task never started
+            with self._lock:
+                del self._children[task.key]
+            raise BackendUnavailable(f"cannot hand task {task.key} to a worker: {e}") from e
 
     def _worker(self) -> _Worker:
         """An idle worker.  A task that recorded its outcome (so the loop launches the next) may
@@ -188,9 +187,14 @@ class ProcessExecutor(Executor):
             for worker in self._workers:
                 if worker.idle:
                     return worker
-        worker = _Worker(str(self.context.instance_dir), self._ended, self._worker_idle)
+        worker = _Worker(str(self.context.instance_dir), self._started, self._ended, self._worker_idle)
         self._workers.append(worker)
         return worker
+
+    def _started(self, key: str, pid: int) -> None:
+        with self._lock:
+            if self._children.get(key) == 0:
+                self._children[key] = pid
 
     def _ended(self, key: str, pid: int, code: int) -> None:
         with self._lock:
@@ -240,6 +244,11 @@ class ProcessExecutor(Executor):
                 result[task.key] = self._poll_adopted(task)
             elif code is None:
                 result[task.key] = Liveness(alive=True)
+            elif pid == 0:  # its worker died before starting it
+                with self._lock:
+                    del self._children[task.key]
+                    del self._exit_codes[task.key]
+                result[task.key] = Liveness(False, "ready", "launched but never started")
             else:
                 with self._lock:
                     del self._children[task.key]

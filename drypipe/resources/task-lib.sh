@@ -417,7 +417,10 @@ __run() {  # locals are __-prefixed: output variables (any other name) are sourc
             exit 143
         fi
         __transition "step-started.$__step" || exit 1
-        ( __user_code_shell; __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }
+        # A later step sees the output variables of the ones before (loaded again); the first
+        # has what __run loaded.
+        ( __user_code_shell
+          if ((__step > __start)); then __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; exit 1; }; fi
           __before_step; __run_step "$__step" ) >> "$__out_log" 2>&1 &
         __child=$!
         while :; do
@@ -571,7 +574,7 @@ __main() {
                 __load_env || { echo "drypipe: task $__task_key: $__env_error" >&2; return 1; }
                 __user_code_shell
                 __run_step "$step_only"
-            elif [[ -n $at_step && ! ( $at_step =~ ^[0-9]+$ && 10#$at_step -lt __step_count ) ]]; then
+            elif [[ -n $at_step && ( $at_step == *[!0-9]* || 10#$at_step -ge __step_count ) ]]; then  # a glob: =~ compiles a regex
                 echo "task $__task_key: --at-step $at_step: the task has steps 0 to $((__step_count - 1))" >&2
                 return 2
             else

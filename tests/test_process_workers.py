@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from drypipe.proc import start_time
-from tests.helpers import REPO, state_of, wait_until, write_module
+from tests.helpers import REPO, drypipe, state_of, wait_until, write_module
 from tests.reliability.support import start_run
 
 MANY = '''
@@ -109,3 +109,22 @@ def test_tasks_outlive_a_killed_orchestrator_and_are_adopted(tmp_path):
 def _run_log(instance: Path) -> str:
     path = instance / ".drypipe/.orchestrator.log"
     return path.read_text() if path.exists() else ""
+
+
+PIPE = '''
+def gen(dsl):
+    yield dsl.task(key="pipe").outputs(f=dsl.file("status")).calls("""
+        yes | head -n 1 > /dev/null
+        echo "${PIPESTATUS[0]}" > "$f"
+    """)()
+'''
+
+
+def test_steps_get_the_default_signals_of_a_shell(tmp_path):
+    """Python ignores SIGPIPE; a task started from it does not: `yes | head` ends by SIGPIPE
+    (141), as on the command line, not by a write error."""
+    write_module(tmp_path, "pipe", PIPE)
+    instance = tmp_path / "i"
+    drypipe("run", "-p", "pipe:gen", "-i", str(instance), cwd=tmp_path, check=True)
+    assert (instance / "output/pipe/status").read_text() == "141\n"
+    assert "Broken pipe" not in (instance / ".drypipe/pipe/out.log").read_text()

@@ -28,25 +28,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import file_census
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 SNAKEFILES = BENCH_DIR / "snakemake"
-CASES = ("throughput", "chain", "noop", "dagbuild", "dynamic", "slurm")
+CASES = ("throughput", "chain", "noop", "scale", "files", "cycle", "dagbuild", "dynamic", "slurm")
 
 SIZES = {
     False: {  # full
-        "throughput": (1000, 10000), "chain": 200, "noop": 10000, "dagbuild": (10000, 100000),
-        "dynamic": 5000, "slurm": 1000,
+        "throughput": (1000, 10000), "chain": 200, "noop": 10000, "scale": 100000, "files": 200,
+        "cycle": (1000, 10000, 100000), "dagbuild": (10000, 100000), "dynamic": 5000, "slurm": 1000,
     },
     True: {  # --quick
-        "throughput": (1000, 2000), "chain": 100, "noop": 2000, "dagbuild": (2000, 20000),
-        "dynamic": 500, "slurm": 200,
+        "throughput": (1000, 2000), "chain": 100, "noop": 2000, "scale": 5000, "files": 200,
+        "cycle": (1000, 10000), "dagbuild": (2000, 20000), "dynamic": 500, "slurm": 200,
     },
 }
 # Time caps (seconds).  A capped measurement is reported as a lower bound ("> N s").
 CAPS = {
-    False: {"default": 1800, "snakemake_default_large": 600, "snakemake_dry_large": 600},
-    True: {"default": 600, "snakemake_default_large": 120, "snakemake_dry_large": 120},
+    False: {"default": 1800, "snakemake_default_large": 600, "snakemake_dry_large": 600, "cycle": 600, "scale": 3600},
+    True: {"default": 600, "snakemake_default_large": 120, "snakemake_dry_large": 120, "cycle": 120, "scale": 600},
 }
 SNAKEMAKE_SPEC = "snakemake"
 
@@ -81,6 +83,17 @@ class Measure:
     def maxrss_mb(self) -> float | None:
         return max((r["maxrss_mb"] for r in self.runs), default=None)
 
+    @property
+    def self_cpu(self) -> float | None:
+        """The median CPU time (user+system) of the orchestrator process alone (bench/self_usage.py)."""
+        cpus = [r["self"]["cpu"] for r in self.runs if "self" in r]
+        return statistics.median(cpus) if cpus and self.ok else None
+
+    @property
+    def self_maxrss_mb(self) -> float | None:
+        """The peak RSS of the orchestrator process alone, over the runs."""
+        return max((r["self"]["maxrss_mb"] for r in self.runs if "self" in r), default=None) if self.ok else None
+
     def to_json(self) -> dict:
         return {"wall": self.wall, "capped": self.capped, "error": self.error, "runs": self.runs}
 
@@ -106,6 +119,7 @@ class Bench:
         self.snakemake_reason: str | None = None
         self.completed_instances: dict[int, Path] = {}  # throughput N -> completed drypipe instance
         self.completed_smk: dict[int, Path] = {}  # throughput N -> completed snakemake workdir
+        self.throughput_walls: dict[int, float] = {}  # throughput N -> median drypipe wall time
         pythonpath = [str(BENCH_DIR)]
         if args.pythonpath:
             pythonpath.insert(0, str(Path(args.pythonpath).resolve()))
@@ -131,16 +145,24 @@ class Bench:
         return result
 
     def measure(self, name: str, command: list[str], *, cwd: Path, setup=None, env: dict | None = None,
-                timeout: float | None = None, runs: int | None = None) -> Measure:
-        """Run `command` `runs` times (each after `setup()`); stop early on error or cap."""
+                timeout: float | None = None, runs: int | None = None, self_usage: bool = False) -> Measure:
+        """Run `command` `runs` times (each after `setup()`); stop early on error or cap.
+        `self_usage`: the command is a `drypipe_self` one; each run's r["self"] is its report."""
         m = Measure()
         for i in range(runs or self.runs):
             if setup is not None:
                 setup()
             cwd.mkdir(parents=True, exist_ok=True)
-            r = self.timed(f"{name}.{i}", command, cwd=cwd, env=env, timeout=timeout)
+            usage = self.logs / f"{name}.{i}.self.json"
+            usage.unlink(missing_ok=True)
+            run_env = {**(env or self.env), "BENCH_SELF_USAGE": str(usage)} if self_usage else env
+            r = self.timed(f"{name}.{i}", command, cwd=cwd, env=run_env, timeout=timeout)
+            if usage.exists():
+                r["self"] = json.loads(usage.read_text())
             m.runs.append(r)
             shown = f"{r['wall']:.2f} s" + (" (CAPPED)" if r["timed_out"] else "")
+            if "self" in r:
+                shown += f", orchestrator CPU {r['self']['cpu']:.2f} s, its peak RSS {r['self']['maxrss_mb']:.0f} MiB"
             self.log(f"  {name} run {i + 1}: {shown}, rc {r['rc']}, peak RSS {r['maxrss_mb']:.0f} MiB")
             if r["timed_out"]:
                 break
@@ -154,6 +176,10 @@ class Bench:
 
     def drypipe(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "drypipe", *args]
+
+    def drypipe_self(self, *args: str) -> list[str]:
+        """`python -m drypipe ARGS` through bench/self_usage.py: measure with self_usage=True."""
+        return [sys.executable, str(BENCH_DIR / "self_usage.py"), *args]
 
     def case_dir(self, name: str) -> Path:
         """A case's scratch directory, emptied first."""
@@ -256,12 +282,10 @@ class Bench:
             self.log(f"throughput, N={n}")
             d = self.case_dir(f"throughput-{n}")
             inst = d / "dp-instance"
-            dp = self.measure(f"throughput-{n}-drypipe",
-                              self.drypipe("run", "-p", "bench_pipelines:throughput", "-i", str(inst),
-                                           "--max-local-jobs", "2"),
-                              cwd=d, setup=self.fresh(inst), env={**self.env, "BENCH_N": str(n)})
+            dp = self.measure_throughput(f"throughput-{n}-drypipe", n, d)
             if dp.ok and not dp.capped:
                 self.completed_instances[n] = inst
+                self.throughput_walls[n] = dp.wall
             floor_dir = d / "floor"
             commands = d / "commands.txt"
             floor_dir.mkdir(parents=True, exist_ok=True)
@@ -271,6 +295,7 @@ class Bench:
                                  cwd=d, setup=self.fresh(floor_dir))
             label = f"throughput {_size(n)}"
             self.row(label, dp, "floor: xargs -P 2 bash -c", floor, "le", 1.5 if n == small else 2.0)
+            self.orchestrator_cpu_row(label, dp, n, 0.5)
             if self.snakemake is None:
                 self.smk_missing(label, dp, "snakemake --scheduler greedy", "speedup", 7 if n == small else 10)
                 self.smk_missing(label, dp, "snakemake (default scheduler)", "speedup", 10 if n == small else None)
@@ -292,6 +317,141 @@ class Bench:
                                        cwd=smk_dir, setup=self.fresh(smk_dir), timeout=cap, runs=1)
                 self.row(label, dp, f"snakemake (default scheduler, cap {cap} s)", default, "speedup", None,
                          note="one run; a lower bound" if default.capped else "one run")
+
+    def measure_throughput(self, name: str, n: int, d: Path, runs: int | None = None,
+                           timeout: float | None = None) -> Measure:
+        """`drypipe run` of N independent tasks into d/dp-instance (emptied before each run),
+        through bench/self_usage.py: the wall time as before, plus the orchestrator's own usage."""
+        inst = d / "dp-instance"
+        return self.measure(name, self.drypipe_self("run", "-p", "bench_pipelines:throughput", "-i", str(inst),
+                                                    "--max-local-jobs", "2"),
+                            cwd=d, setup=self.fresh(inst), env={**self.env, "BENCH_N": str(n)}, runs=runs,
+                            timeout=timeout, self_usage=True)
+
+    def orchestrator_cpu_row(self, label: str, dp: Measure, n: int, target: float | None) -> None:
+        cpu = dp.self_cpu
+        if cpu is None:
+            self.row(f"{label}: orchestrator CPU", dp, "—", None, "info", None, note="no usage report (failed run)")
+            return
+        self.row(f"{label}: orchestrator CPU", dp, "—", None, "abs_le" if target is not None else "info", target,
+                 value=cpu / n * 1000, unit="ms/task",
+                 note=f"user+system of the drypipe process and its threads, not its tasks: {cpu:.2f} s; "
+                      f"its peak RSS {dp.self_maxrss_mb:.0f} MiB")
+
+    # -- case 3b: scale ------------------------------------------------------------------------
+
+    def case_scale(self) -> None:
+        """100k independent tasks really run: the orchestrator's peak RSS, and the wall time per
+        task against the largest throughput run (measured here, once, if case 1 did not run)."""
+        n = self.sizes["scale"]
+        ref_n = self.sizes["throughput"][-1]
+        self.log(f"scale, N={n}")
+        d = self.case_dir(f"scale-{n}")
+        dp = self.measure_throughput(f"scale-{n}-drypipe", n, d, runs=1, timeout=self.caps["scale"])
+        label = f"throughput {_size(n)}"
+        self.orchestrator_cpu_row(label, dp, n, None)
+        rss = dp.self_maxrss_mb
+        self.row(f"{label}: orchestrator peak RSS", dp, "—", None, "abs_le" if rss is not None else "info",
+                 1024 if rss is not None else None, value=rss, unit="MiB",
+                 note="RUSAGE_SELF of the drypipe process (timed.py's peak is of every process, tasks included)")
+        ref = self.throughput_walls.get(ref_n)
+        if ref is None:
+            self.log(f"  measuring the {_size(ref_n)} reference once (case throughput did not run)")
+            m = self.measure_throughput(f"scale-{ref_n}-reference", ref_n, self.case_dir(f"scale-{ref_n}"), runs=1)
+            ref = m.wall if m.ok and not m.capped else None
+        if dp.ok and ref is not None:
+            self.row(f"throughput {_size(ref_n)}→{_size(n)}: growth", dp, f"throughput {_size(ref_n)}", ref, "abs_le",
+                     1.2, value=(dp.wall / n) / (ref / ref_n), unit="× per task",
+                     note="wall time per task, large/small (1 = linear)"
+                     + ("; capped: a lower bound" if dp.capped else ""))
+
+    # -- case 3c: files per task ---------------------------------------------------------------
+
+    def case_files(self) -> None:
+        """The files and directories a throughput run creates under the instance, from an strace
+        of it (bench/file_census.py): per task, and instance-wide apart."""
+        n = self.sizes["files"]
+        label = f"files per task ({_size(n)} tasks)"
+        self.log(f"files per task, N={n} (strace)")
+        strace = shutil.which("strace")
+        if strace is None:
+            self.row(label, None, "—", None, "info", None, note="n/a: strace is not installed")
+            return
+        d = self.case_dir(f"files-{n}")
+        inst = d / "dp-instance"
+        prefix = d / "trace" / "strace"
+        prefix.parent.mkdir()
+        m = self.measure(f"files-{n}-drypipe-strace",
+                         [strace, "-o", str(prefix), *file_census.STRACE_ARGS,
+                          *self.drypipe("run", "-p", "bench_pipelines:throughput", "-i", str(inst),
+                                        "--max-local-jobs", "2")],
+                         cwd=d, setup=self.fresh(inst), env={**self.env, "BENCH_N": str(n)}, runs=1)
+        if not m.ok or m.capped:
+            self.row(label, m, "—", None, "info", None, note="the traced run failed or was capped")
+            return
+        keys = {p.name for p in (inst / ".drypipe").iterdir() if p.is_dir() and not p.name.startswith(".")}
+        c = file_census.census(file_census.created_files(prefix, str(d)), inst, keys)
+        self.raw["files"] = {"tasks": n, **c}
+        self.log(f"  {c['task_files'] / n:.2f} files per task ({c['task_files']} for {n} tasks), "
+                 f"{c['instance_files']} instance-wide; per task, by the name each was created under:")
+        for pattern, count in c["per_task"].items():
+            self.log(f"    {count / n:5.2f}  {pattern}")
+        self.log("  instance-wide:")
+        for pattern, count in c["instance"].items():
+            self.log(f"    {count:5d}  {pattern}")
+        self.row(label, m, "—", None, "abs_le", 5, value=c["task_files"] / n, unit="files/task",
+                 note=f"files and directories under .drypipe/<key>/ and output/<key>/ (both dirs counted), "
+                      f"temporaries included, a file renamed or linked counted once; "
+                      f"plus {c['instance_files']} instance-wide; wall time under strace")
+
+    # -- case 3d: cycle cost -------------------------------------------------------------------
+
+    def case_cycle(self) -> None:
+        """bench/cycle_probe.py at each N: the median scheduler cycle should not grow with N."""
+        medians: dict[int, float] = {}
+        for n in self.sizes["cycle"]:
+            self.log(f"cycle probe, N={n}")
+            # The smallest run takes about a second: a burst of other work on the machine can
+            # double its median, so it is run at least 3 times.
+            count = max(self.runs, 3) if n == min(self.sizes["cycle"]) else self.runs
+            runs = [self.cycle_probe(n, i) for i in range(count)]
+            label = f"cycle probe {_size(n)}"
+            if any(isinstance(r, str) for r in runs):
+                self.row(label, None, "—", None, "info", None, note=next(r for r in runs if isinstance(r, str)))
+                continue
+            self.raw[f"cycle-{n}"] = runs
+            r = sorted(runs, key=lambda r: r["median_ms"])[(len(runs) - 1) // 2]  # the run of the median median
+            medians[n] = r["median_ms"]
+            capped = f", stopped at the {self.caps['cycle']} s cap" if r["capped"] else ""
+            self.row(label, r["wall"], "—", None, "info", None, value=r["median_ms"], unit="ms median cycle",
+                     note=f"p90 {r['p90_ms']:.3g} ms, {r['cycles']} cycles, {r['completed']} of {n} tasks done"
+                          f"{capped}; the median of {len(runs)} run(s); in process, fake executor, 2 tasks in flight")
+        small, large = min(self.sizes["cycle"]), max(self.sizes["cycle"])
+        if small in medians and large in medians:
+            self.row(f"cycle probe {_size(small)}→{_size(large)}: growth", None, "—", None, "abs_le", 2,
+                     value=medians[large] / medians[small], unit="× median cycle",
+                     note="median cycle time, large/small (1 = a cycle costs what changed, not the total)")
+
+    def cycle_probe(self, n: int, i: int) -> dict | str:
+        """One run of bench/cycle_probe.py: its JSON report, or why there is none."""
+        cap = self.caps["cycle"]
+        d = self.case_dir(f"cycle-{n}")
+        log_file = self.logs / f"cycle-{n}.{i}.log"
+        try:
+            done = subprocess.run([sys.executable, str(BENCH_DIR / "cycle_probe.py"), str(n), str(d / "instance"),
+                                   str(cap)], cwd=d, env=self.env, capture_output=True, text=True,
+                                  timeout=2 * cap + 300, check=False)
+        except subprocess.TimeoutExpired:
+            return f"no answer in {2 * cap + 300} s"
+        log_file.write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            self.log(f"  cycle probe failed: {done.stderr.strip()[-300:]}")
+            return f"failed (exit {done.returncode}), see {log_file}"
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        self.log(f"  run {i + 1}: {r['cycles']} cycles, {r['completed']} tasks completed in {r['wall']:.1f} s: "
+                 f"median {r['median_ms']:.3f} ms, p90 {r['p90_ms']:.3f} ms, max {r['max_ms']:.1f} ms"
+                 + (f" (stopped at the {cap} s cap)" if r["capped"] else ""))
+        return r
 
     # -- case 2: chain -------------------------------------------------------------------------
 
@@ -351,7 +511,7 @@ class Bench:
             self.row(label, dp, "snakemake no-op rerun", smk, "speedup", 5)
         if dp.ok and startup.ok:
             beyond = dp.wall - startup.wall
-            self.row(label, dp, "interpreter start-up (import drypipe.cli)", startup, "abs_le", 1.0,
+            self.row(label, dp, "interpreter start-up (import drypipe.cli)", startup, "abs_le", 0.5,
                      value=beyond, note="value: drypipe minus start-up")
 
     # -- case 4: DAG build ---------------------------------------------------------------------

@@ -49,10 +49,10 @@ __transition() {  # moves the single state marker to $1 (a later state: link + u
     elif [[ $old != "$1" ]]; then
         __rank "$old"; r=$__r
         __rank "$1"
-        if [[ -n $__link_moves ]] && ((__r > r)); then
-            # The old name may already be gone: an orchestrator tidying up after a crash removes it.
-            ln -f "$__control_dir/state.$old" "$__control_dir/state.$1" &&
-                { unlink "$__control_dir/state.$old" 2>/dev/null; true; }
+        # A link the file system refuses falls back to mv.  The old name may already be gone
+        # after a link: an orchestrator tidying up after a crash removes it.
+        if [[ -n $__link_moves ]] && ((__r > r)) && ln -f "$__control_dir/state.$old" "$__control_dir/state.$1" 2>/dev/null; then
+            unlink "$__control_dir/state.$old" 2>/dev/null || :
         else
             mv -f -- "$__control_dir/state.$old" "$__control_dir/state.$1"
         fi || {

@@ -116,7 +116,7 @@ class Signer:
 
     def add(self, doc: dict[str, Any]) -> None:
         key = doc["key"]
-        if self.docs.get(key, {}).get("digest") != doc["digest"]:
+        if self.docs.get(key) != doc:  # a definition that changed (compared only when a key comes again)
             self._parts.pop(key, None)
             self._signatures.pop(key, None)
         self.docs[key] = doc

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import glob
-import hashlib
 import json
 import os
 import shlex
@@ -84,8 +83,6 @@ def task_conf_document(task: Task, python_bin: str, pipeline_code_dir: str,
     conf_runtime = task.task_conf.container_runtime
     if has_container(doc) or conf_runtime is not None:  # an unknown runtime is refused even if unused
         doc["container_runtime"] = resolve_runtime(f"task {task.key!r} ({task.source})", conf_runtime)
-    body = json.dumps(doc, sort_keys=True)
-    doc["digest"] = hashlib.sha256(body.encode()).hexdigest()
     return doc
 
 

@@ -8,10 +8,13 @@ completion can change what it yields (a task it waited on, or one matching a glo
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import logging
 import os
+import statistics
 import time
-from collections import defaultdict
+from array import array
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +24,7 @@ from drypipe import signature as sig
 from drypipe import state as st
 from drypipe.budget import Admission, Budget, need_of
 from drypipe.cache import CachePolicy, OutputCache, open_cache
+from drypipe.completed_index import CompletedIndex, brief
 from drypipe.config import DEFAULT_SLEEP_SCHEDULE
 from drypipe.digests import DigestCache
 from drypipe.display import natural_key
@@ -35,6 +39,7 @@ from drypipe.task_record import CONF_FILE, TaskRecord, upstream_keys_on_disk
 from drypipe.task_script import task_conf_document, task_files_current, write_task_files, write_task_lib
 
 log = logging.getLogger("drypipe")
+REGISTER_CHUNK = 32  # new tasks whose files `run` writes at most between two polls while tasks run
 
 
 @dataclass
@@ -139,8 +144,14 @@ class Scheduler:
         self.waiting_on: dict[str, set[str]] = {}
         # upstream -> its waiting dependents, in yield order (an ordered set: they become ready in that order)
         self.dependents: dict[str, dict[str, None]] = defaultdict(dict)
-        self.ready: dict[str, int] = {}  # key -> start step, in launch order; change with _ready/_unready
-        self.ready_per_executor: dict[str, int] = defaultdict(int)
+        # Ready tasks per executor, in readiness order: key -> (readiness sequence, start step).
+        # Change with _ready/_unready; a launch scan stops where its executor is full.
+        self.ready: dict[str, dict[str, tuple[int, int]]] = {}
+        self.queued: dict[str, str] = {}  # ready key -> the executor whose queue holds it
+        self.held: dict[str, int] = {}  # ready tasks --until does not start (key -> start step), never scanned
+        self._ready_sequence = itertools.count()
+        self.unregistered: deque[tuple[Task, dict[str, Any]]] = deque()  # yielded, files not written yet
+        self.cycle_seconds = array("d")  # how long each cycle of the loop took (for probes: len() is the count)
         self.in_flight: dict[str, TaskRun] = {}
         self.end_watch = EndWatch(options.lost_grace_seconds)
         self.executors: dict[str, Executor] = {}
@@ -152,6 +163,7 @@ class Scheduler:
         self.restarted: set[str] = set()
         self.sleep_index = 0
         self.digests = DigestCache(instance.drypipe_dir / ".digests.json")
+        self.index = CompletedIndex(instance)  # the completed-task index, taken at start
         self.signer = sig.Signer(str(instance.root), self.digests)
         self.cache: OutputCache | None = open_cache(options.cache_url) if options.cache_url else None
         self.stale: dict[str, list[sig.Change]] = {}  # key -> changed ingredients, for the summary
@@ -175,6 +187,8 @@ class Scheduler:
                 if self._finished():
                     break
                 self._sleep(changed)
+            if log.isEnabledFor(logging.DEBUG):  # -vv
+                log.debug("%s", self.cycle_report())
             if self.stop_requested and self.on_stop is not None:
                 self.on_stop()  # before the executors close: it may stop the tasks
         except BaseException as e:
@@ -185,6 +199,8 @@ class Scheduler:
                 executor.close()
             self.digests.save()
             self.run_log.end(self.summary(), self.stop_requested, error)
+            if error is None and not self.stop_requested:  # a clean end: the next run reads one file
+                self.index.write(self.states)
             self.instance.unlock()
         return self.summary()
 
@@ -214,10 +230,23 @@ class Scheduler:
     def prepare(self) -> RunSummary:
         """Generate the task files and mark ready what can run, without launching anything."""
         self._start()
+        try:
+            self._register_some(None)
+        except BaseException as e:
+            self.run_log.end(None, error=e)
+            self.instance.unlock()
+            raise
         self.digests.save()
         self.run_log.end(self.summary())
+        self.index.write(self.states)
         self.instance.unlock()
         return self.summary()
+
+    def cycle_report(self) -> str:
+        """The cycles of the loop so far and what they took: `cycles: N, median X ms, max Y ms`."""
+        times = self.cycle_seconds or array("d", [0])
+        return (f"cycles: {len(self.cycle_seconds)}, median {statistics.median(times) * 1000:.2f} ms, "
+                f"max {max(times) * 1000:.2f} ms")
 
     def summary(self) -> RunSummary:
         blocked = {
@@ -236,9 +265,14 @@ class Scheduler:
         self.instance.lock()
         try:
             self.run_log.begin()
+            self.index = CompletedIndex.take(self.instance)  # read, then dropped: written again at a clean end
             leftovers: list[str] = []
+            drypipe_dir = str(self.instance.drypipe_dir)
             for key in self.instance.task_keys():
-                control = str(self.instance.control_dir(key))
+                control = os.path.join(drypipe_dir, key)
+                if self.index.holds(key, control):  # completed and unchanged since: nothing to scan
+                    self.states[key] = st.COMPLETED
+                    continue
                 self.states[key], tmp_files = st.scan(control, strict=True)
                 leftovers.extend(os.path.join(control, n) for n in tmp_files if not st.is_in_flight(self.states[key]))
             # Tasks to adopt: their task-conf.json is read (and refused if corrupt) before any change.
@@ -286,13 +320,16 @@ class Scheduler:
     # -- one cycle -----------------------------------------------------------------------------
 
     def _cycle(self) -> bool:
+        began = time.perf_counter()
         # Cleared before looking, so an exit signalled during this cycle wakes the next sleep.
         self.context.wakeup.clear()
         changed = False
         if self.need_evaluation:
             changed |= self._evaluate()
         changed |= self._poll()
+        self._register_next()
         changed |= self._launch_ready()
+        self.cycle_seconds.append(time.perf_counter() - began)
         return changed
 
     def _evaluate(self) -> bool:
@@ -309,9 +346,10 @@ class Scheduler:
             for key in blocked:
                 self.blocked_on[key].append(blocked)
         new = [task for key, task in evaluation.tasks.items() if key not in self.tasks]
+        batched = False  # a polled executor launches in batches (a Slurm job array, one rsync per host)
         for task in new:  # an unknown executor is a generator error: refuse before writing
             try:
-                self._executor(task.task_conf.executor_name())
+                batched |= not self._executor(task.task_conf.executor_name()).event_driven
             except UserError as e:
                 raise UserError(f"task {task.key!r} ({task.source}): {e}") from None
             if self.states.get(task.key) != st.COMPLETED:  # one too large to ever start, too
@@ -329,11 +367,65 @@ class Scheduler:
             for key in stale:
                 self._invalidate(key)
             return self._apply(self._generate()) or True
-        for task, doc in zip(new, docs, strict=True):
-            self._register(task, doc)
-        for task in new:
-            self._schedule(task)
+        # Their files are written between launches (_register_next), in yield order; a task in
+        # flight (adopted) has nothing to write: it is watched.  For a polled executor, all of
+        # them before its next launch, so that one batch holds every task ready together.
+        self.unregistered.extend((task, doc) for task, doc in zip(new, docs, strict=True)
+                                 if not st.is_in_flight(self.states.get(task.key)))
+        if batched:
+            self._register_some(None)
         return bool(new)
+
+    def _register_next(self) -> None:
+        """Write the files of the next tasks yielded, in yield order, and schedule them, until
+        the executors told of each exit (the process executor) have ready tasks to start: one
+        when none runs, one per free slot when none was ready, one for the slot an exit freed
+        meanwhile (the wake-up event).  While tasks run, at most REGISTER_CHUNK between two polls."""
+        if not self.unregistered:
+            return
+        free = self._free_slots() if not self._prompt_ready() else 0  # slots with no ready task for them
+        written = 0
+        while self.unregistered and not self.stop_requested:
+            if written and (self.in_flight and written >= REGISTER_CHUNK or self._launch_first(free)):
+                return
+            self._register_some(1)
+            written += 1
+
+    def _launch_first(self, free: int) -> bool:
+        """Whether launching comes before writing more task files (see _register_next)."""
+        ready = self._prompt_ready()
+        if not self.in_flight:
+            return ready > 0
+        if free:
+            return ready >= free
+        return ready > 0 and self.context.wakeup.is_set()
+
+    def _free_slots(self) -> int:
+        """How many more tasks the event-driven executors may have in flight (one for an
+        executor without a limit)."""
+        running: dict[str, int] = defaultdict(int)
+        for run in self.in_flight.values():
+            running[run.task_conf.executor_name()] += 1
+        free = 0
+        for name, executor in self.executors.items():
+            if executor.event_driven:
+                limit = executor.max_in_flight()
+                free += 1 if limit is None else max(0, limit - running[name])
+        return free
+
+    def _prompt_ready(self) -> int:
+        """Ready tasks of the event-driven executors."""
+        return sum(len(queue) for name, queue in self.ready.items() if self._executor(name).event_driven)
+
+    def _register_some(self, count: int | None) -> None:
+        """Write the files and markers of the next `count` yielded tasks (None: all of them),
+        then schedule them: a task is made ready only once its files are on disk."""
+        queue = self.unregistered
+        chunk = [queue.popleft() for _ in range(len(queue) if count is None else min(count, len(queue)))]
+        for task, doc in chunk:
+            self._register(task, doc)
+        for task, _ in chunk:
+            self._schedule(task)
 
     def _document(self, task: Task) -> dict[str, Any]:
         """The task-conf.json document of a task, also given to the signer."""
@@ -349,16 +441,16 @@ class Scheduler:
         """Write a new or changed task's files and marker; send a stale completed task back to waiting."""
         key = task.key
         state = self.states.get(key)
-        record = self._record(key)
         if state == st.COMPLETED:
-            recorded = record.signature_record()
+            recorded = self._recorded(key)
             if recorded is None:  # completed by hand or before signatures were recorded: adopt
-                record.write_signature_record(self.signer.record(key))
+                self._record(key).write_signature_record(self.signer.record(key))
                 return
             # It completed while no orchestrator watched it, or before its publication ended.
-            if "outputs" not in recorded or (self.cache is not None and not self._published(recorded)):
+            if not recorded["outputs_recorded"] or (self.cache is not None and not self._published(recorded)):
                 self._record_outcome(key, st.COMPLETED)
         elif not st.is_in_flight(state):
+            record = self._record(key)
             fresh = state is None
             if fresh or not task_files_current(self.instance, doc):
                 write_task_files(self.instance, doc, fresh)
@@ -375,12 +467,19 @@ class Scheduler:
         changed ingredients are kept for the summary)."""
         if self.states.get(key) != st.COMPLETED or self.options.keep_stale:
             return False  # the signature record is not read for most tasks
-        recorded = self._record(key).signature_record()
+        recorded = self._recorded(key)
         if recorded is None or not is_stale(self.states.get(key), recorded, self.signer.signature(key), self.options):
             return False
-        self.stale[key] = sig.differences(recorded.get("ingredients", {}), self.signer.parts(key))
+        ingredients = (self._record(key).signature_record() or {}).get("ingredients", {})  # not in the brief
+        self.stale[key] = sig.differences(ingredients, self.signer.parts(key))
         log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
         return True
+
+    def _recorded(self, key: str) -> dict[str, Any] | None:
+        """The brief (completed_index.brief) of a completed task's signature record: from the
+        index when its entry holds, else from the file."""
+        indexed = self.index.recorded(key)
+        return indexed if indexed is not None else brief(self._record(key).signature_record())
 
     def _invalidate(self, key: str) -> bool:
         """Send a completed task back to waiting and clear its results.  The completed tasks on
@@ -667,15 +766,29 @@ class Scheduler:
     # -- launching -----------------------------------------------------------------------------
 
     def _ready(self, key: str, start: int) -> None:
-        if key not in self.ready:
-            self.ready_per_executor[self.confs[key].executor_name()] += 1
-        self.ready[key] = start
+        """Queue a task for launch behind the ready tasks of its executor (a task already
+        queued keeps its place); one held by --until is parked where no scan looks."""
+        if held(key, self.options):
+            self.held[key] = start
+            return
+        name = self.queued.get(key) or self.confs[key].executor_name()
+        queue = self.ready.setdefault(name, {})
+        entry = queue.get(key)
+        if entry is None:
+            self.queued[key] = name
+        queue[key] = (next(self._ready_sequence) if entry is None else entry[0], start)
 
     def _unready(self, key: str) -> None:
-        if self.ready.pop(key, None) is not None:
-            self.ready_per_executor[self.confs[key].executor_name()] -= 1
-            for admission in self.admissions.values():
-                admission.forget(key)
+        self.held.pop(key, None)
+        name = self.queued.pop(key, None)
+        if name is None:
+            return
+        queue = self.ready[name]
+        del queue[key]
+        if not queue:
+            del self.ready[name]
+        for admission in self.admissions.values():
+            admission.forget(key)
 
     def _conf_of_attempt(self, key: str) -> TaskConf:
         """The TaskConf a ready task launches with: its mem and time scaled for a retry."""
@@ -690,51 +803,57 @@ class Scheduler:
     def _launch_ready(self) -> bool:
         if not self.ready:
             return False
-        # Executors with ready tasks and room for more: the scan stops when none is left,
-        # so a cycle costs what it launches, not the length of the ready queue.
-        open_executors = {name for name, n in self.ready_per_executor.items() if n > 0}
-        batches: dict[str, list[TaskRun]] = defaultdict(list)
-        capacity: dict[str, int | None] = {}
         in_flight: dict[str, int] = defaultdict(int)
         for run in self.in_flight.values():
             in_flight[run.task_conf.executor_name()] += 1
-        restored = False
-        for key, start in list(self.ready.items()):
-            if held(key, self.options):
-                continue
-            if self.cache is not None and not self.options.cache_policy.skip_cache and self._restore_from_cache(key):
-                restored = True
-                continue
-            conf = self._conf_of_attempt(key)
-            name = conf.executor_name()
-            if name not in capacity:
-                limit = self._executor(name).max_in_flight()
-                capacity[name] = None if limit is None else max(0, limit - in_flight[name])
-                if time.monotonic() < self.launch_after.get(name, 0):
-                    capacity[name] = 0  # its backend was unavailable a moment ago
-                self._start_admission(name)
-            room = capacity[name]
-            if room is not None and len(batches[name]) >= room:
-                open_executors.discard(name)
-                if not open_executors:
-                    break
-                continue
-            admission = self.admissions.get(name)
-            if admission is not None:
-                self._check_fits(key, self.confs[key])  # a stale rerun was not checked when yielded
-                if not admission.admit(key, need_of(conf)):
-                    if admission.full:  # the rest of the queue is not scanned for nothing
-                        open_executors.discard(name)
-                        if not open_executors:
-                            break
-                    continue
-            batches[name].append(TaskRun(key, self.instance.root, conf, start))
-        launched = restored
-        for name, runs in batches.items():
-            if runs:
+        launched = False
+        # Batches in the order of each executor's oldest ready task, as the tasks became ready.
+        for name in sorted(self.ready, key=lambda n: next(iter(self.ready[n].values()))[0]):
+            runs, restored = self._batch(name, in_flight[name])
+            launched |= restored
+            if runs:  # after the scan: launching changes the queue
                 self._launch(self._executor(name), runs)
                 launched = True
         return launched
+
+    def _batch(self, name: str, in_flight: int) -> tuple[list[TaskRun], bool]:
+        """The ready tasks of one executor that start this cycle, in readiness order, and
+        whether the shared cache completed some of them instead (a hit takes no slot).  The
+        scan ends where the executor is full, so a cycle costs what it launches and restores,
+        not the length of the queue."""
+        limit = self._executor(name).max_in_flight()
+        room = None if limit is None else max(0, limit - in_flight)
+        if time.monotonic() < self.launch_after.get(name, 0):
+            room = 0  # its backend was unavailable a moment ago
+        use_cache = self.cache is not None and not self.options.cache_policy.skip_cache
+        if room == 0 and not use_cache:
+            return [], False
+        self._start_admission(name)
+        admission = self.admissions.get(name)
+        runs: list[TaskRun] = []
+        restored = False
+        seen: set[str] = set()
+        rescan = True
+        while rescan:
+            rescan = False
+            for key, (_, start) in self.ready.get(name, {}).items():
+                if key in seen:
+                    continue
+                seen.add(key)
+                if use_cache and self._restore_from_cache(key):
+                    restored = rescan = True
+                    break  # the queue changed: go on past what was seen
+                if room is not None and len(runs) >= room:
+                    return runs, restored
+                conf = self._conf_of_attempt(key)
+                if admission is not None:
+                    self._check_fits(key, self.confs[key])  # a stale rerun was not checked when yielded
+                    if not admission.admit(key, need_of(conf)):
+                        if admission.full:  # the rest of the queue is not scanned for nothing
+                            return runs, restored
+                        continue
+                runs.append(TaskRun(key, self.instance.root, conf, start))
+        return runs, restored
 
     def _start_admission(self, name: str) -> None:
         """This cycle's admission of an executor with a local budget: what its tasks in flight hold."""
@@ -793,22 +912,26 @@ class Scheduler:
     # -- waiting -------------------------------------------------------------------------------
 
     def _finished(self) -> bool:
-        if self.in_flight or self.need_evaluation:
+        if self.in_flight or self.need_evaluation or self.unregistered:
             return False
-        if self.options.until:
-            return all(held(k, self.options) for k in self.ready)
-        return not self.ready
+        return not self.ready  # the tasks held by --until are not in it
 
     def _sleep(self, changed: bool) -> None:
         schedule = self.options.sleep_schedule or (1,)
         if changed:
             self.sleep_index = 0
         delay = schedule[min(self.sleep_index, len(schedule) - 1)]
-        self.sleep_index += 1
+        registering = bool(self.unregistered)  # no sleep: the next chunk is written at once
+        if not registering:
+            self.sleep_index += 1
         polled = [n for n, e in self.executors.items() if not e.event_driven and any(
             r.task_conf.executor_name() == n for r in self.in_flight.values())]
-        for name in polled:
-            self.next_poll[name] = time.monotonic() + delay
+        now = time.monotonic()
+        for name in polled:  # while registering, the polls keep their pace (not pushed back every cycle)
+            if not registering or now >= self.next_poll.get(name, 0):
+                self.next_poll[name] = now + delay
+        if registering:
+            return
         if self.end_watch.dead_since:
             delay = min(delay, 1.0)
         if any(e.event_driven for e in self.executors.values()) and not polled and not self.end_watch.dead_since:

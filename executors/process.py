@@ -65,8 +65,8 @@ class _Worker:
     """One bash worker: task scripts go in through a pipe, one at a time; a reader thread hears
     when each starts and ends.  The worker is its own session; each task a process group in it."""
 
-    def __init__(self, instance_root: str, on_start: Callable[[str, int], None], on_end: Callable[[str, int, int], None],
-                 idle: threading.Condition):
+    def __init__(self, instance_root: str, on_start: Callable[[str, int], None],
+                 on_end: Callable[[str, int, int], None], idle: threading.Condition):
         self._on_start = on_start
         self._on_end = on_end
         self._idle = idle  # notified when a task ends

@@ -65,3 +65,15 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition", interv
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def require_bash_loadables(*names: str, without: str) -> None:
+    """Skip (fail under CI, whose machine installs them) unless bash's loadable builtins
+    `names` (Debian package bash-builtins) are installed; `without`: what a skip means."""
+    import pytest
+
+    if all(Path(f"/usr/lib/bash/{name}").exists() for name in names):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("bash-builtins is not installed (tests/services/install.sh installs it)")
+    pytest.skip(f"bash-builtins not installed: {without}")

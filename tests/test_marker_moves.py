@@ -3,19 +3,16 @@ the old one (bash's loadable ln and unlink: no fork).  A crash between the two l
 names: every reader takes the later state, and the next orchestrator removes the earlier."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from drypipe import state as st
 from drypipe.errors import UserError
 from drypipe.task_script import markers_bash
-from tests.helpers import drypipe, state_of, write_module
+from tests.helpers import drypipe, require_bash_loadables, state_of, write_module
 
-LOADABLES = [Path("/usr/lib/bash/ln"), Path("/usr/lib/bash/unlink")]
 STATES = ["waiting", "ready", "launched", "step-started.0", "step-completed.0", "step-started.1",
           "step-completed.1", "step-started.10", "completed", "failed.3", "killed.0", "timed-out.2", "lost"]
 # (earlier, later): the moves the task runtime makes by link + unlink
@@ -80,10 +77,7 @@ def test_a_crash_between_link_and_unlink_costs_nothing(tmp_path):
 def test_moves_fork_no_process(tmp_path):
     """With bash-builtins installed, a task's marker moves run no `mv`: a bash task whose steps
     only use builtins starts no program at all."""
-    if not all(p.exists() for p in LOADABLES):
-        if os.environ.get("CI") == "true":
-            pytest.fail("bash-builtins is not installed (tests/services/install.sh installs it)")
-        pytest.skip("bash-builtins not installed: moves use mv")
+    require_bash_loadables("ln", "unlink", without="moves use mv")
     write_module(tmp_path, "moves", PIPELINE)
     instance = tmp_path / "i"
     drypipe("prepare", "-p", "moves:gen", "-i", str(instance), cwd=tmp_path, check=True)

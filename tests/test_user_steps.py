@@ -1,13 +1,8 @@
 """A bash step runs the user's commands as on the command line: the task runtime's own speed-ups
-(bash's loadable mkdir, rmdir, ln and unlink of the bash-builtins package) never replace the user's coreutils."""
-import os
-from pathlib import Path
+(bash's loadable mkdir, rmdir, ln and unlink of the bash-builtins package) never replace the
+user's coreutils."""
+from tests.helpers import drypipe, require_bash_loadables, state_of, write_module
 
-import pytest
-
-from tests.helpers import drypipe, state_of, write_module
-
-LOADABLES = Path("/usr/lib/bash/mkdir")
 
 STRICT = '''
 from dry_pipe import TaskConf
@@ -26,10 +21,7 @@ def gen(dsl):
 
 
 def test_coreutils_options_work_in_a_step(tmp_path):
-    if not LOADABLES.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("bash-builtins is not installed (tests/services/install.sh installs it)")
-        pytest.skip("bash-builtins not installed: nothing can shadow coreutils")
+    require_bash_loadables("mkdir", "rmdir", "ln", "unlink", without="nothing can shadow coreutils")
     write_module(tmp_path, "coreutils_steps", STRICT)
     instance = tmp_path / "i"
     drypipe("run", "-p", "coreutils_steps:gen", "-i", str(instance), cwd=tmp_path, check=True)

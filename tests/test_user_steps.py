@@ -3,7 +3,6 @@
 user's coreutils."""
 from tests.helpers import drypipe, require_bash_loadables, state_of, write_module
 
-
 STRICT = '''
 from dry_pipe import TaskConf
 

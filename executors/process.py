@@ -17,7 +17,6 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from drypipe import state as st
@@ -55,19 +54,12 @@ def _spawn_task(args: list[str], log_path: str) -> int:
         os.close(log)
 
 
-@dataclass
-class _Job:
-    key: str
-    pid: int = 0  # of the task's subshell, once its worker said it started
-
-
 class _Worker:
     """One bash worker: task scripts go in through a pipe, one at a time; a reader thread hears
-    when each starts and ends.  The worker is its own session; each task a process group in it."""
+    when each ends.  The worker is its own session; each task a process group in it."""
 
-    def __init__(self, instance_root: str, on_start: Callable[[str, int], None],
-                 on_end: Callable[[str, int, int], None], idle: threading.Condition):
-        self._on_start = on_start
+    def __init__(self, instance_root: str, on_end: Callable[[str, int | None, int], None],
+                 idle: threading.Condition):
         self._on_end = on_end
         self._idle = idle  # notified when a task ends
         task_in, self._to_worker = os.pipe()  # not inherited: only dup2 copies reach the worker
@@ -80,48 +72,39 @@ class _Worker:
         finally:
             os.close(task_in)
             os.close(worker_out)
-        self.job: _Job | None = None
+        self.task: str | None = None  # the key of the task it runs
         self.alive = True
         threading.Thread(target=self._read, daemon=True, name=f"drypipe worker {self.pid}").start()
 
     def run(self, run: TaskRun) -> None:
-        """Hand a task script to the worker (not waiting for it to start: the reader hears it)."""
+        """Hand a task script to the worker."""
         with self._idle:
-            self.job = _Job(run.key)
+            self.task = run.key
         os.write(self._to_worker, f"{run.control_dir}\0{run.start_step}\0".encode())
 
     def _read(self) -> None:
         with os.fdopen(self._from_worker, "rb") as lines:
-            for line in lines:
-                word, _, rest = line.decode().strip().partition(" ")
+            for line in lines:  # "ended PID EXIT_CODE"
+                _, pid, code = line.decode().split()
                 with self._idle:
-                    job = self.job
-                    if job is None:
-                        continue
-                    if word == "started":
-                        job.pid = int(rest)
-                    elif word == "ended":
-                        self.job = None
+                    key, self.task = self.task, None
                     self._idle.notify_all()
-                if word == "started":
-                    self._on_start(job.key, job.pid)
-                elif word == "ended":
-                    pid, _, code = rest.partition(" ")
-                    self._on_end(job.key, int(pid), _exit_code(int(code)))
+                if key is not None:
+                    self._on_end(key, int(pid), _exit_code(int(code)))
         try:
             os.waitpid(self.pid, 0)  # it ends once its input is closed, or killed
         except ChildProcessError:
             pass
-        with self._idle:  # its task, if any, ended without a word (the worker was killed)
+        with self._idle:
             self.alive = False
-            job, self.job = self.job, None
+            key, self.task = self.task, None
             self._idle.notify_all()
-        if job is not None:  # pid 0: it never started
-            self._on_end(job.key, job.pid, -signal.SIGKILL)
+        if key is not None:  # the worker was killed while its task ran: the task may go on
+            self._on_end(key, None, 0)
 
     @property
     def idle(self) -> bool:
-        return self.alive and self.job is None
+        return self.alive and self.task is None
 
     def close(self) -> None:
         """The worker ends after its current task (which goes on: a later run adopts it)."""
@@ -142,7 +125,7 @@ class ProcessExecutor(Executor):
 
     def __init__(self, context: ExecutorContext):
         super().__init__(context)
-        self._children: dict[str, int] = {}  # task key -> pid of its task script (subshell); 0: not started yet
+        self._children: dict[str, int] = {}  # task key -> pid of its task script (subshell); 0: not known yet
         self._exit_codes: dict[str, int] = {}
         self._lock = threading.Lock()
         self._reapers: dict[str, threading.Thread] = {}
@@ -187,19 +170,19 @@ class ProcessExecutor(Executor):
             for worker in self._workers:
                 if worker.idle:
                     return worker
-        worker = _Worker(str(self.context.instance_dir), self._started, self._ended, self._worker_idle)
+        worker = _Worker(str(self.context.instance_dir), self._ended, self._worker_idle)
         self._workers.append(worker)
         return worker
 
-    def _started(self, key: str, pid: int) -> None:
+    def _ended(self, key: str, pid: int | None, code: int) -> None:
+        """`pid` None: its worker died while it ran; it is then watched through its pid file,
+        as a task an earlier orchestrator started is."""
         with self._lock:
-            if self._children.get(key) == 0:
+            if pid is None:
+                self._children.pop(key, None)
+            else:
                 self._children[key] = pid
-
-    def _ended(self, key: str, pid: int, code: int) -> None:
-        with self._lock:
-            self._children[key] = pid
-            self._exit_codes[key] = code
+                self._exit_codes[key] = code
         self.context.wakeup.set()
 
     def _spawn_reaped(self, task: TaskRun) -> int:
@@ -244,11 +227,6 @@ class ProcessExecutor(Executor):
                 result[task.key] = self._poll_adopted(task)
             elif code is None:
                 result[task.key] = Liveness(alive=True)
-            elif pid == 0:  # its worker died before starting it
-                with self._lock:
-                    del self._children[task.key]
-                    del self._exit_codes[task.key]
-                result[task.key] = Liveness(False, "ready", "launched but never started")
             else:
                 with self._lock:
                     del self._children[task.key]

@@ -5,7 +5,7 @@
 # that runs by hand, under sbatch and remotely, and records its own state as it does there.
 #
 #   bash worker.sh TASK_LIB      reads NUL-separated pairs "CONTROL_DIR START_STEP" on stdin,
-#                                writes "started PID" and "ended PID EXIT_CODE" lines on stdout
+#                                writes a line "ended PID EXIT_CODE" on stdout as each ends
 # shellcheck disable=SC1090
 source "$1" || exit 1
 __in_worker=1  # read by the task runtime: its steps stay in the task's process group
@@ -14,7 +14,6 @@ exec 3< /dev/null
 while IFS= read -r -d '' __w_dir && IFS= read -r -d '' __w_step; do
     ( exec >> "$__w_dir/drypipe.log" 2>&1 0<&3 3<&-; source "$__w_dir/task" --at-step "$__w_step" ) &
     __w_pid=$!
-    printf 'started %s\n' "$__w_pid"
     wait "$__w_pid"
     printf 'ended %s %s\n' "$__w_pid" "$?"
 done

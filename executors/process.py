@@ -191,7 +191,7 @@ class ProcessExecutor(Executor):
                           str(task.control_dir / "drypipe.log"))
         reaper = threading.Thread(target=self._reap, args=(task, pid), daemon=True)
         with self._lock:
-            self._children.pop(task.key, None)
+            self._children[task.key] = pid
             self._exit_codes.pop(task.key, None)
             self._reapers[task.key] = reaper
         reaper.start()
@@ -207,7 +207,9 @@ class ProcessExecutor(Executor):
         with self._lock:
             if self._reapers.get(key) is threading.current_thread():
                 del self._reapers[key]
-        self._ended(key, pid, os.waitstatus_to_exitcode(status))
+            current = self._children.get(key) == pid  # not a retry's earlier attempt
+        if current:
+            self._ended(key, pid, os.waitstatus_to_exitcode(status))
 
     def _await_reaper(self, key: str) -> None:
         """A retry launches a task whose last attempt has recorded its outcome but may still be

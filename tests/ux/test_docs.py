@@ -109,7 +109,7 @@ SOURCES = ["drypipe", "dry_pipe", "executors", "dendro_bridge"]
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 SHELL_REF = re.compile(r"\$\{?([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*)")
 # bash's own variables and those of every process: not settings of drypipe
-NOT_SETTINGS = {"BASH_REMATCH", "BASH_SOURCE", "EPOCHREALTIME", "HOSTNAME", "HOME", "PATH", "PWD", "REPLY"}
+NOT_SETTINGS = {"BASH_REMATCH", "BASH_SOURCE", "BASHPID", "EPOCHREALTIME", "HOSTNAME", "HOME", "PATH", "PWD", "REPLY"}
 
 
 def _python_env_reads(path) -> set[str]:

@@ -88,6 +88,7 @@ class CompletedIndex:
         self._entries = entries or {}
         self._trusted_before = reference_ns - MARGIN_NS
         self._held: dict[str, Entry] = {}  # entries that held at the start of this run
+        self._written: dict[str, dict[str, Any] | None] = {}  # briefs of the signature records this run wrote
 
     @property
     def path(self) -> str:
@@ -142,11 +143,16 @@ class CompletedIndex:
         entry = self._held.get(key)
         return entry.brief if entry is not None else None
 
+    def note(self, key: str, record: dict[str, Any]) -> None:
+        """The signature record this run just wrote for a task (the scheduler writes every one)."""
+        self._written[key] = brief(record)
+
     def write(self, states: dict[str, str | None]) -> None:
         """Index the tasks `states` says are completed (at a clean end of a run, under the lock,
         last thing before it is released): an entry that held at start and whose dir has not
-        changed since is kept; any other task is checked on disk and its record read.  A failure
-        to write is only a warning: the next run scans the control dirs."""
+        changed since is kept; any other task is checked on disk, its record taken from what
+        this run wrote (note) or else read.  A failure to write is only a warning: the next run
+        scans the control dirs."""
         drypipe_dir = str(self.instance.drypipe_dir)
         tmp = f"{self.path}.{os.getpid()}.tmp"  # a leftover of a crash is removed at start, like every .*.tmp
         try:
@@ -185,7 +191,7 @@ class CompletedIndex:
             return None
         if state != st.COMPLETED or leftovers:
             return None
-        recorded = brief(TaskRecord(self.instance.root, key).signature_record())
+        recorded = self._written.get(key) or brief(TaskRecord(self.instance.root, key).signature_record())
         return None if recorded is None else Entry(stamp, recorded)
 
 

@@ -213,11 +213,8 @@ class Scheduler:
     def kill_in_flight(self) -> dict[str, str | None]:
         """Stop every task in flight through its executor (as `drypipe kill` does); their
         states after it."""
-        by_executor: dict[str, list[TaskRun]] = defaultdict(list)
-        for run in self.in_flight.values():
-            by_executor[run.task_conf.executor_name()].append(run)
         states = {}
-        for name, runs in by_executor.items():
+        for name, runs in self._in_flight_by_executor().items():
             self.run_log.write(f"stopping the {name} tasks: {' '.join(r.key for r in runs)}")
             for run in runs:  # stopped on request: not retried
                 self._record(run.key).request_kill("drypipe run stopped")
@@ -400,17 +397,22 @@ class Scheduler:
             return ready >= free
         return ready > 0 and self.context.wakeup.is_set()
 
+    def _in_flight_by_executor(self) -> dict[str, list[TaskRun]]:
+        """The tasks in flight, by executor name."""
+        by_executor: dict[str, list[TaskRun]] = defaultdict(list)
+        for run in self.in_flight.values():
+            by_executor[run.task_conf.executor_name()].append(run)
+        return by_executor
+
     def _free_slots(self) -> int:
         """How many more tasks the event-driven executors may have in flight (one for an
         executor without a limit)."""
-        running: dict[str, int] = defaultdict(int)
-        for run in self.in_flight.values():
-            running[run.task_conf.executor_name()] += 1
+        running = self._in_flight_by_executor()
         free = 0
         for name, executor in self.executors.items():
             if executor.event_driven:
                 limit = executor.max_in_flight()
-                free += 1 if limit is None else max(0, limit - running[name])
+                free += 1 if limit is None else max(0, limit - len(running.get(name, ())))
         return free
 
     def _prompt_ready(self) -> int:
@@ -444,7 +446,7 @@ class Scheduler:
         if state == st.COMPLETED:
             recorded = self._recorded(key)
             if recorded is None:  # completed by hand or before signatures were recorded: adopt
-                self._record(key).write_signature_record(self.signer.record(key))
+                self._write_signature(self._record(key), self.signer.record(key))
                 return
             # It completed while no orchestrator watched it, or before its publication ended.
             if not recorded["outputs_recorded"] or (self.cache is not None and not self._published(recorded)):
@@ -457,7 +459,7 @@ class Scheduler:
             if fresh or (record.signature_record() or {}).get("signature") != self.signer.signature(key):
                 if state in (st.WAITING, st.READY):  # results of an older definition (a stale rerun cut short)
                     record.clear_results()
-                record.write_signature_record(self.signer.record(key), fresh)
+                self._write_signature(record, self.signer.record(key), fresh)
             if fresh:
                 record.move(None, st.WAITING)
                 self._set_state(key, st.WAITING)
@@ -474,6 +476,12 @@ class Scheduler:
         self.stale[key] = sig.differences(ingredients, self.signer.parts(key))
         log.info("task %s is stale: %s changed", key, ", ".join(d[0] for d in self.stale[key]))
         return True
+
+    def _write_signature(self, record: TaskRecord, signed: dict[str, Any], fresh: bool = False) -> None:
+        """Every signature record this run writes: the index, written at its end, takes what
+        it needs from here instead of reading the file back."""
+        record.write_signature_record(signed, fresh)
+        self.index.note(record.key, signed)
 
     def _recorded(self, key: str) -> dict[str, Any] | None:
         """The brief (completed_index.brief) of a completed task's signature record: from the
@@ -649,7 +657,7 @@ class Scheduler:
                     if digest is not None:
                         files[str(path.relative_to(output_dir))] = digest
             signed["outputs"] = files
-            record.write_signature_record(signed)
+            self._write_signature(record, signed)
         # Only a step's own failure is a result: a kill, a time limit or a lost node is not.
         if self.cache is None or not (new == st.COMPLETED or new.startswith("failed.")):
             return
@@ -661,7 +669,7 @@ class Scheduler:
             return
         if new == st.COMPLETED:  # recorded last: a crash before it publishes again (publishing is idempotent)
             signed["published"] = sorted({*signed.get("published", []), self.cache.url})
-            record.write_signature_record(signed)
+            self._write_signature(record, signed)
 
     def _published(self, recorded: dict[str, Any]) -> bool:
         return self.cache is not None and self.cache.url in recorded.get("published", [])
@@ -695,7 +703,7 @@ class Scheduler:
             signed = self.signer.record(key)
             signed["outputs"] = manifest["files"]
             signed["published"] = [cache.url]
-            record.write_signature_record(signed)
+            self._write_signature(record, signed)
             record.mark_cached(cache.url, signature)
             new = st.COMPLETED
             reason = f"from cache {cache.url}"
@@ -709,10 +717,7 @@ class Scheduler:
     def _poll(self) -> bool:
         changed = False
         now = time.monotonic()
-        by_executor: dict[str, list[TaskRun]] = defaultdict(list)
-        for run in self.in_flight.values():
-            by_executor[run.task_conf.executor_name()].append(run)
-        for name, runs in by_executor.items():
+        for name, runs in self._in_flight_by_executor().items():
             executor = self._executor(name)
             if not executor.event_driven and now < self.next_poll.get(name, 0):
                 continue
@@ -803,13 +808,11 @@ class Scheduler:
     def _launch_ready(self) -> bool:
         if not self.ready:
             return False
-        in_flight: dict[str, int] = defaultdict(int)
-        for run in self.in_flight.values():
-            in_flight[run.task_conf.executor_name()] += 1
+        in_flight = self._in_flight_by_executor()
         launched = False
         # Batches in the order of each executor's oldest ready task, as the tasks became ready.
         for name in sorted(self.ready, key=lambda n: next(iter(self.ready[n].values()))[0]):
-            runs, restored = self._batch(name, in_flight[name])
+            runs, restored = self._batch(name, len(in_flight.get(name, ())))
             launched |= restored
             if runs:  # after the scan: launching changes the queue
                 self._launch(self._executor(name), runs)
